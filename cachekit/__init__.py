@@ -1,0 +1,22 @@
+"""cachekit: per-handler HTTP response caching for aiohttp, in Redis or in memory."""
+
+from cachekit.app import get_cache, setup_cache
+from cachekit.backends.base import Store, StoreError
+from cachekit.cache import Cache, CacheStats
+from cachekit.decorator import cached
+from cachekit.entry import CachedResponse
+from cachekit.settings import CacheSettings, SettingsError, load_settings
+
+__all__ = [
+    "Cache",
+    "CacheSettings",
+    "CacheStats",
+    "CachedResponse",
+    "SettingsError",
+    "Store",
+    "StoreError",
+    "cached",
+    "get_cache",
+    "load_settings",
+    "setup_cache",
+]

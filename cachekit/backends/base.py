@@ -1,0 +1,57 @@
+"""The contract every store keeps, and the error it raises when it cannot keep it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Protocol
+
+from cachekit.entry import CachedResponse
+
+
+class StoreError(Exception):
+    """A store operation failed (connection lost, timeout, damaged data). Never fatal."""
+
+
+class Store(Protocol):
+    """Where entries live. Keys are logical cache keys; the store adds its own prefixes.
+
+    Failure contract: a store raises `StoreError` (or lets a timeout propagate) and the
+    caller serves the request as if nothing was cached; a store never returns damaged data.
+    `generation` is the namespace generation seen by `get`; an entry stored with an older
+    generation (the namespace was cleared meanwhile) is never returned.
+    """
+
+    #: True when operations do I/O and must be bounded by a timeout and a breaker.
+    remote: bool
+
+    def get(self, key: str) -> Awaitable[tuple[CachedResponse | None, int]]:
+        """The entry under `key` (None when absent) and the current generation."""
+        ...
+
+    async def set(self, key: str, entry: CachedResponse) -> None:
+        """Store `entry` for `entry.keep_for()` seconds and index it under its tags."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """Remove these entries; returns how many existed."""
+        ...
+
+    async def invalidate_tags(self, tags: Iterable[str]) -> int:
+        """Remove every entry stored under any of these tags; returns how many."""
+        ...
+
+    async def clear(self) -> None:
+        """Drop every entry of this namespace (and nothing outside it)."""
+        ...
+
+    async def acquire_lock(self, key: str, token: str, ttl: float) -> bool:
+        """Take the fill lock of `key` for at most `ttl` seconds; False if someone holds it."""
+        ...
+
+    async def release_lock(self, key: str, token: str) -> None:
+        """Release the fill lock of `key` if `token` still owns it."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...

@@ -1,0 +1,118 @@
+"""The embedded store: a per-process LRU bounded by bytes that honours TTLs."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
+
+from cachekit.entry import CachedResponse
+
+# Rough CPython cost of one stored entry beyond its raw bytes: the entry object, its tuples,
+# the dict slot and the key string. Measured in bench/memory_footprint.py.
+ENTRY_OVERHEAD: Final = 360
+HEADER_OVERHEAD: Final = 130
+TAG_OVERHEAD: Final = 110
+
+
+def entry_cost(key: str, entry: CachedResponse) -> int:
+    """Approximate resident bytes of one entry in this store."""
+    headers = sum(len(name) + len(value) + HEADER_OVERHEAD for name, value in entry.headers)
+    tags = sum(len(tag) + TAG_OVERHEAD for tag in entry.tags)
+    return ENTRY_OVERHEAD + len(key) + len(entry.body) + len(entry.etag) + headers + tags
+
+
+class MemoryStore:
+    """LRU by bytes: inserting past `max_bytes` evicts the least recently used entries."""
+
+    remote = False
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.time) -> None:
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[CachedResponse, int]] = OrderedDict()
+        self._tags: dict[str, set[str]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+        self.used_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_now(self, key: str) -> CachedResponse | None:
+        """Synchronous lookup: the entry, or None when absent or past its stale windows."""
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        entry = item[0]
+        if self._clock() >= entry.stored_at + entry.keep_for():
+            self._remove(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    async def get(self, key: str) -> tuple[CachedResponse | None, int]:
+        """See `Store.get`; this store has a single generation."""
+        return self.get_now(key), 0
+
+    async def set(self, key: str, entry: CachedResponse) -> None:
+        """See `Store.set`; an entry larger than the whole budget is not kept."""
+        cost = entry_cost(key, entry)
+        if key in self._entries:
+            self._remove(key)
+        if cost > self.max_bytes:
+            return
+        while self.used_bytes + cost > self.max_bytes and self._entries:
+            self._remove(next(iter(self._entries)))
+        self._entries[key] = (entry, cost)
+        self.used_bytes += cost
+        for tag in entry.tags:
+            self._tags.setdefault(tag, set()).add(key)
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """See `Store.delete`."""
+        return sum(self._remove(key) for key in keys)
+
+    async def invalidate_tags(self, tags: Iterable[str]) -> int:
+        """See `Store.invalidate_tags`."""
+        keys = set().union(*(self._tags.get(tag, set()) for tag in tags))
+        return await self.delete(list(keys))
+
+    async def clear(self) -> None:
+        """See `Store.clear`."""
+        self._entries = OrderedDict()
+        self._tags = {}
+        self.used_bytes = 0
+
+    async def acquire_lock(self, key: str, token: str, ttl: float) -> bool:
+        """See `Store.acquire_lock`; in one process this only guards against re-entry."""
+        now = self._clock()
+        holder = self._locks.get(key)
+        if holder is not None and holder[1] > now:
+            return False
+        self._locks[key] = (token, now + ttl)
+        return True
+
+    async def release_lock(self, key: str, token: str) -> None:
+        """See `Store.release_lock`."""
+        holder = self._locks.get(key)
+        if holder is not None and holder[0] == token:
+            del self._locks[key]
+
+    async def close(self) -> None:
+        """Nothing to release but memory."""
+        await self.clear()
+
+    def _remove(self, key: str) -> bool:
+        item = self._entries.pop(key, None)
+        if item is None:
+            return False
+        entry, cost = item
+        self.used_bytes -= cost
+        for tag in entry.tags:
+            members = self._tags.get(tag)
+            if members is not None:
+                members.discard(key)
+                if not members:
+                    del self._tags[tag]
+        return True

@@ -1,0 +1,152 @@
+"""The `Cache` facade: guarded store access, statistics, invalidation and clearing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from cachekit.backends.base import Store, StoreError
+from cachekit.backends.memory import MemoryStore
+from cachekit.entry import CachedResponse, CorruptEntry
+from cachekit.guard import CircuitBreaker, RateLimitedLog
+from cachekit.settings import CacheSettings
+
+log = logging.getLogger("cachekit")
+
+#: Generation value meaning "the lookup failed; do not store what the handler produces".
+UNKNOWN_GENERATION: Final = -1
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counters since startup, for this process."""
+
+    hits: int = 0
+    stale_hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    bypasses: int = 0
+    errors: int = 0
+    skipped: int = 0
+    coalesced: int = 0
+
+
+class Cache:
+    """One app's cache: its settings, its store and its counters.
+
+    Every store call goes through `lookup`/`save`/`_guarded`, which bound it by the store
+    timeout, feed the circuit breaker and turn failures into "not cached".
+    """
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store: Store = store if store is not None else MemoryStore(settings.memory_max_bytes)
+        self.clock = clock
+        self.counters = CacheStats()
+        self.breaker = CircuitBreaker(settings.failure_threshold, settings.failure_cooldown)
+        self._damage_log = RateLimitedLog()
+        self._memory = self.store if isinstance(self.store, MemoryStore) else None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts."""
+        result: dict[str, Any] = asdict(self.counters)
+        result["store"] = "memory" if self._memory is not None else "redis"
+        result["breaker_open"] = self.breaker.is_open
+        if self._memory is not None:
+            result["entries"] = len(self._memory)
+            result["memory_bytes"] = self._memory.used_bytes
+        return result
+
+    async def lookup(self, key: str) -> tuple[CachedResponse | None, int]:
+        """The entry for `key`, or None; never raises. A failed lookup reports
+        `UNKNOWN_GENERATION` so the caller does not try to store afterwards."""
+        if self._memory is not None:
+            return self._memory.get_now(key), 0
+        if not self.breaker.allow():
+            self.counters.skipped += 1
+            return None, UNKNOWN_GENERATION
+        try:
+            result = await self.store.get(key)
+        except CorruptEntry as exc:
+            self.counters.errors += 1
+            self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
+            return None, UNKNOWN_GENERATION
+        except (StoreError, TimeoutError) as exc:
+            self._failed(exc)
+            return None, UNKNOWN_GENERATION
+        self.breaker.record_success()
+        return result
+
+    async def save(self, key: str, entry: CachedResponse) -> bool:
+        """Store an entry; False (after counting and logging) when the store failed."""
+        if entry.generation == UNKNOWN_GENERATION:
+            return False
+        stored = await self._guarded(self.store.set(key, entry))
+        if stored:
+            self.counters.stores += 1
+        return stored
+
+    async def invalidate(self, *keys: str) -> int:
+        """Remove the entries under these logical keys; returns how many existed.
+
+        Raises `StoreError` when the store cannot be reached: an invalidation that silently
+        did nothing would leave stale data in place.
+        """
+        return int(await self._strict(self.store.delete(list(keys))))
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Remove every entry stored under any of these tags; raises `StoreError` on failure."""
+        return int(await self._strict(self.store.invalidate_tags(tags)))
+
+    async def clear(self) -> None:
+        """Drop every entry of this namespace; raises `StoreError` on failure."""
+        await self._strict(self.store.clear())
+
+    async def close(self) -> None:
+        """Release the store's connections."""
+        await self.store.close()
+
+    async def _guarded(self, operation: Any) -> bool:
+        if not self.store.remote:
+            await operation
+            return True
+        if not self.breaker.allow():
+            operation.close()
+            self.counters.skipped += 1
+            return False
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await operation
+        except (StoreError, TimeoutError) as exc:
+            self._failed(exc)
+            return False
+        self.breaker.record_success()
+        return True
+
+    async def _strict(self, operation: Any) -> Any:
+        try:
+            async with asyncio.timeout(max(self.settings.redis_timeout, 5.0)):
+                return await operation
+        except TimeoutError:
+            raise StoreError("cache store timed out") from None
+
+    def _failed(self, exc: BaseException) -> None:
+        self.counters.errors += 1
+        self.breaker.record_failure(exc)
+
+    def tag_names(self, tags: Iterable[str]) -> tuple[str, ...]:
+        """Validated tag names: non-empty strings without NUL bytes."""
+        names = tuple(dict.fromkeys(tags))
+        for name in names:
+            if not isinstance(name, str) or not name or "\x00" in name:
+                raise ValueError(f"invalid cache tag {name!r}")
+        return names

@@ -1,0 +1,173 @@
+"""The stored response and its compact, versioned binary encoding (never pickle)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+MAGIC: Final = b"CK"
+VERSION: Final = 1
+FLAG_COMPRESS: Final = 0x01
+_KNOWN_FLAGS: Final = FLAG_COMPRESS
+# magic, version, flags, status, stored_at, ttl, grace, stale_if_error, generation,
+# and the byte lengths of the etag, header block, tag block and body that follow.
+_HEAD: Final = struct.Struct("<2sBBHddddQHIII")
+_SEPARATOR: Final = "\x00"
+
+
+class CorruptEntry(ValueError):
+    """Stored bytes that are not a valid entry of a version this code understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    """A stored response: everything needed to answer a request without the handler.
+
+    `ttl` is the fresh lifetime from `stored_at`; `grace` the stale-while-revalidate window
+    after it, `stale_if_error` how long past freshness it may stand in for an error.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    stored_at: float
+    ttl: float
+    grace: float = 0.0
+    stale_if_error: float = 0.0
+    etag: str = ""
+    tags: tuple[str, ...] = ()
+    generation: int = 0
+    compress: bool = False
+    size: int = field(default=0, compare=False)
+
+    def age(self, now: float) -> int:
+        """Whole seconds since the response was stored (the `Age` header)."""
+        return max(0, int(now - self.stored_at))
+
+    def remaining(self, now: float) -> float:
+        """Seconds of freshness left; negative once stale."""
+        return self.stored_at + self.ttl - now
+
+    def is_fresh(self, now: float) -> bool:
+        """Still within its TTL."""
+        return now < self.stored_at + self.ttl
+
+    def is_servable_stale(self, now: float) -> bool:
+        """Past its TTL but inside the stale-while-revalidate window."""
+        return now < self.stored_at + self.ttl + self.grace
+
+    def can_replace_error(self, now: float) -> bool:
+        """Inside the stale-if-error window."""
+        return now < self.stored_at + self.ttl + self.stale_if_error
+
+    def keep_for(self) -> float:
+        """How long the store must keep the entry (fresh + the longest stale window)."""
+        return self.ttl + max(self.grace, self.stale_if_error)
+
+
+def body_etag(body: bytes) -> str:
+    """A strong, quoted ETag derived from the body alone: equal in every process."""
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def _join(values: list[str]) -> bytes:
+    for value in values:
+        if _SEPARATOR in value:
+            raise ValueError("NUL byte in a stored header or tag")
+    return _SEPARATOR.join(values).encode("utf-8", "surrogateescape")
+
+
+def encode(entry: CachedResponse) -> bytes:
+    """Serialise an entry; raises ValueError for data that cannot be stored faithfully."""
+    flat = [part for line in entry.headers for part in line]
+    headers = _join(flat)
+    tags = _join(list(entry.tags))
+    etag = entry.etag.encode("utf-8", "surrogateescape")
+    head = _HEAD.pack(
+        MAGIC,
+        VERSION,
+        FLAG_COMPRESS if entry.compress else 0,
+        entry.status,
+        entry.stored_at,
+        entry.ttl,
+        entry.grace,
+        entry.stale_if_error,
+        entry.generation,
+        len(etag),
+        len(headers),
+        len(tags),
+        len(entry.body),
+    )
+    return b"".join((head, etag, headers, tags, entry.body))
+
+
+def decode(data: bytes) -> CachedResponse:
+    """Parse stored bytes; anything unexpected raises `CorruptEntry`, nothing else."""
+    try:
+        return _decode(data)
+    except CorruptEntry:
+        raise
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise CorruptEntry(str(exc)) from None
+
+
+def _decode(data: bytes) -> CachedResponse:
+    if len(data) < _HEAD.size:
+        raise CorruptEntry("truncated header")
+    (
+        magic,
+        version,
+        flags,
+        status,
+        stored_at,
+        ttl,
+        grace,
+        stale_if_error,
+        generation,
+        etag_len,
+        headers_len,
+        tags_len,
+        body_len,
+    ) = _HEAD.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise CorruptEntry(f"unknown format {magic!r} v{version}")
+    if flags & ~_KNOWN_FLAGS or not 100 <= status <= 999:
+        raise CorruptEntry("invalid flags or status")
+    if len(data) != _HEAD.size + etag_len + headers_len + tags_len + body_len:
+        raise CorruptEntry("length mismatch")
+    view = memoryview(data)
+    offset = _HEAD.size
+    etag = bytes(view[offset : offset + etag_len]).decode("utf-8", "surrogateescape")
+    offset += etag_len
+    flat = _split(view[offset : offset + headers_len])
+    offset += headers_len
+    tags = _split(view[offset : offset + tags_len])
+    offset += tags_len
+    if len(flat) % 2:
+        raise CorruptEntry("odd header block")
+    timings = (stored_at, ttl, grace, stale_if_error)
+    if not all(math.isfinite(value) and value >= 0 for value in timings):
+        raise CorruptEntry("invalid timing")
+    return CachedResponse(
+        status=status,
+        headers=tuple(zip(flat[::2], flat[1::2], strict=True)),
+        body=bytes(view[offset:]),
+        stored_at=stored_at,
+        ttl=ttl,
+        grace=grace,
+        stale_if_error=stale_if_error,
+        etag=etag,
+        tags=tuple(tags),
+        generation=generation,
+        compress=bool(flags & FLAG_COMPRESS),
+        size=len(data),
+    )
+
+
+def _split(block: memoryview) -> list[str]:
+    if not block:
+        return []
+    return bytes(block).decode("utf-8", "surrogateescape").split(_SEPARATOR)

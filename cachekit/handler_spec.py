@@ -1,0 +1,117 @@
+"""What `@cached` knows about one handler, compiled once at decoration time."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from cachekit import keys, policy
+from cachekit.settings import handler_setting_name
+
+KeyFunction = Callable[[web.Request], str | Awaitable[str]]
+KeySpec = str | KeyFunction | None
+TagFunction = Callable[[web.Request], Iterable[str] | Awaitable[Iterable[str]]]
+TagSpec = Iterable[str] | TagFunction
+
+
+def handler_name(handler: Callable[..., Any]) -> str:
+    """`get_product` for a function, `ProductView.get` for a view method."""
+    qualname: str = getattr(handler, "__qualname__", None) or handler.__name__
+    return qualname.rpartition("<locals>.")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """A decorated handler's caching options, validated and pre-compiled."""
+
+    name: str
+    setting_name: str
+    ttl: float | None
+    template: keys.KeyTemplate | None
+    key_function: KeyFunction | None
+    tags: tuple[str, ...]
+    tag_function: TagFunction | None
+    vary: tuple[str, ...]
+    statuses: frozenset[int]
+    unless: Callable[[web.Request], bool | Awaitable[bool]] | None
+
+    @classmethod
+    def build(
+        cls,
+        handler: Callable[..., Any],
+        *,
+        ttl: float | None,
+        key: KeySpec,
+        name: str | None,
+        tags: TagSpec,
+        vary: Iterable[str],
+        statuses: Iterable[int] | None,
+        unless: Callable[[web.Request], bool | Awaitable[bool]] | None,
+    ) -> HandlerSpec:
+        """Validate the decorator's arguments; raises ValueError/TypeError at import time."""
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(f"@cached needs an async handler, got {handler!r}")
+        if ttl is not None and (isinstance(ttl, bool) or ttl < 0):
+            raise ValueError(f"ttl must be a non-negative number of seconds, got {ttl!r}")
+        resolved_name = name or handler_name(handler)
+        status_set = frozenset(policy.DEFAULT_STATUSES if statuses is None else statuses)
+        if not all(isinstance(code, int) and 100 <= code <= 599 for code in status_set):
+            raise ValueError(f"statuses must be HTTP status codes, got {sorted(status_set)!r}")
+        if isinstance(tags, str):
+            raise TypeError("tags must be a list of strings or a callable, not one string")
+        return cls(
+            name=resolved_name,
+            setting_name=handler_setting_name(resolved_name),
+            ttl=ttl,
+            template=keys.KeyTemplate(key) if isinstance(key, str) else None,
+            key_function=key if callable(key) else None,
+            tags=() if callable(tags) else tuple(tags),
+            tag_function=tags if callable(tags) else None,
+            vary=keys.normalise_header_names(vary),
+            statuses=status_set,
+            unless=unless,
+        )
+
+    @property
+    def keyed_headers(self) -> frozenset[str]:
+        """Request headers the key varies on (lower-case)."""
+        return frozenset(self.vary)
+
+    @property
+    def authorization_keyed(self) -> bool:
+        """Whether the handler keys on credentials itself (so Authorization may be cached)."""
+        return (
+            "authorization" in self.vary
+            or self.template is not None
+            or (self.key_function is not None)
+        )
+
+    async def key_for(self, request: web.Request, max_length: int) -> str:
+        """The logical cache key of this request."""
+        if self.template is not None:
+            base = self.template.render(request)
+        elif self.key_function is not None:
+            produced = self.key_function(request)
+            if inspect.isawaitable(produced):
+                produced = await produced
+            if not isinstance(produced, str):
+                raise TypeError(f"key callable of {self.name} returned {produced!r}")
+            base = keys.escape_light(produced)
+        else:
+            base = keys.default_key(self.name, request.raw_path)
+        return keys.bound_length(base + keys.vary_suffix(request.headers, self.vary), max_length)
+
+    async def tags_for(self, request: web.Request) -> tuple[str, ...]:
+        """The tags to record with an entry stored for this request."""
+        if self.tag_function is None:
+            return self.tags
+        produced = self.tag_function(request)
+        if inspect.isawaitable(produced):
+            produced = await produced
+        if isinstance(produced, str):
+            raise TypeError(f"tags callable of {self.name} returned one string, not a list")
+        return tuple(produced)

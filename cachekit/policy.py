@@ -1,0 +1,199 @@
+"""Pure caching policy: may a request use the cache, may a response be stored, for how long."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD"})
+DEFAULT_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+
+# RFC 9110 §7.6.1: connection-specific fields, never forwarded and so never stored.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Recomputed or added per response by aiohttp or by the cache itself.
+NOT_STORED: Final = frozenset({"content-length", "age", "x-cache"})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A yes/no with the reason, so `Cache-Status` and debug logs can say why."""
+
+    allowed: bool
+    reason: str = ""
+
+
+ALLOWED: Final = Decision(True)
+
+
+def parse_cache_control(value: str | None) -> dict[str, str | None]:
+    """Parse a Cache-Control header into lower-case directive names and optional values."""
+    directives: dict[str, str | None] = {}
+    if not value:
+        return directives
+    for part in _split_commas(value):
+        name, sep, argument = part.partition("=")
+        name = name.strip().lower()
+        if not name:
+            continue
+        directives[name] = argument.strip().strip('"') if sep else None
+    return directives
+
+
+def _split_commas(value: str) -> list[str]:
+    # Commas inside quoted strings (e.g. no-cache="a, b") do not separate directives.
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+def delta_seconds(value: str | None) -> int | None:
+    """A non-negative integer directive argument (RFC 9111 §1.2.2), or None when malformed."""
+    if value is None or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP-date as a POSIX timestamp, or None when absent or malformed."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed.timestamp()
+
+
+def request_decision(
+    method: str, has_authorization: bool, authorization_is_keyed: bool
+) -> Decision:
+    """May this request be answered from (and fill) the cache?"""
+    if method not in CACHEABLE_METHODS:
+        return Decision(False, "method")
+    if has_authorization and not authorization_is_keyed:
+        # RFC 9111 §3.5: a shared cache must not reuse a response to an authenticated request
+        # unless the handler keyed on the credentials itself.
+        return Decision(False, "authorization")
+    return ALLOWED
+
+
+def vary_names(vary_values: Iterable[str]) -> list[str]:
+    """The lower-cased field names listed by one or more Vary header values."""
+    names: list[str] = []
+    for value in vary_values:
+        for part in value.split(","):
+            name = part.strip().lower()
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def header_values(lines: Iterable[tuple[str, str]], name: str) -> list[str]:
+    """Every value of one header (case-insensitive name), in order."""
+    wanted = name.lower()
+    return [value for line_name, value in lines if line_name.lower() == wanted]
+
+
+def storable_decision(
+    status: int,
+    lines: Sequence[tuple[str, str]],
+    *,
+    statuses: frozenset[int],
+    body_size: int,
+    max_entry_bytes: int,
+    keyed_headers: frozenset[str],
+) -> Decision:
+    """May a response with this status, these header lines and body size be stored?
+
+    `keyed_headers` are the lower-cased request headers the cache key already varies on;
+    a response that varies on anything else cannot be reused safely.
+    """
+    cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
+    vary = vary_names(header_values(lines, "Vary"))
+    if status not in statuses:
+        return Decision(False, "status")
+    if header_values(lines, "Set-Cookie"):
+        return Decision(False, "set-cookie")
+    for directive in ("no-store", "private", "no-cache"):
+        if directive in cache_control:
+            return Decision(False, directive)
+    if "*" in vary:
+        return Decision(False, "vary-star")
+    if not set(vary) <= keyed_headers:
+        return Decision(False, "vary-unkeyed")
+    if body_size > max_entry_bytes:
+        return Decision(False, "too-large")
+    return ALLOWED
+
+
+def response_ttl(lines: Sequence[tuple[str, str]], now: float) -> float | None:
+    """Freshness lifetime the response itself declares (RFC 9111 §4.2.1), if any."""
+    cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
+    for directive in ("s-maxage", "max-age"):
+        if directive in cache_control:
+            seconds = delta_seconds(cache_control[directive])
+            if seconds is not None:
+                return float(seconds)
+    expires = header_values(lines, "Expires")
+    if expires:
+        expires_at = parse_http_date(expires[0])
+        # An invalid Expires (e.g. "0") means already expired (RFC 9111 §5.3).
+        if expires_at is None:
+            return 0.0
+        dates = header_values(lines, "Date")
+        date = (parse_http_date(dates[0]) if dates else None) or now
+        return max(0.0, expires_at - date)
+    return None
+
+
+def resolve_ttl(
+    override: float | None,
+    decorator_ttl: float | None,
+    declared_ttl: float | None,
+    default_ttl: float,
+) -> float:
+    """TTL precedence: operator override > decorator > response headers > default."""
+    for candidate in (override, decorator_ttl, declared_ttl):
+        if candidate is not None:
+            return max(0.0, candidate)
+    return max(0.0, default_ttl)
+
+
+def connection_listed(connection_values: Iterable[str]) -> frozenset[str]:
+    """Header names that a Connection header marks as hop-by-hop for this message."""
+    return frozenset(vary_names(connection_values))
+
+
+def storable_headers(lines: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The header lines worth storing: end-to-end ones, in order, repeats kept."""
+    materialised = list(lines)
+    dropped = (
+        HOP_BY_HOP
+        | NOT_STORED
+        | connection_listed(value for name, value in materialised if name.lower() == "connection")
+    )
+    return [(name, value) for name, value in materialised if name.lower() not in dropped]

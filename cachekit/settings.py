@@ -1,0 +1,126 @@
+"""CacheSettings: every operator-tunable knob, read from CACHEKIT_* environment variables."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+
+ENV_PREFIX = "CACHEKIT_"
+NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_NAME_NORMALISER = re.compile(r"[^a-z0-9]+")
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class SettingsError(ValueError):
+    """An environment variable or settings value is invalid; the message names the variable."""
+
+
+def handler_setting_name(name: str) -> str:
+    """Normalise a handler name the way per-handler settings are looked up.
+
+    `CACHEKIT_TTLS__GET_PRODUCT` and `{"get_product": ...}` both address `get_product`;
+    a view method `ProductView.get` is addressed as `productview_get`.
+    """
+    return _NAME_NORMALISER.sub("_", name.lower()).strip("_")
+
+
+class CacheSettings(BaseSettings):
+    """Cache configuration; each field is read from `CACHEKIT_<FIELD>` (nested with `__`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+    )
+
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset means the embedded in-process store."
+    )
+    namespace: str = Field(
+        default="cachekit",
+        pattern=NAMESPACE_PATTERN,
+        description="Prefix of every stored key; letters, digits, '_', '.', '-'.",
+    )
+    enabled: bool = Field(default=True, description="False: decorated handlers run uncached.")
+    default_ttl: Seconds = Field(
+        default=60.0, description="TTL when neither settings, decorator nor response give one."
+    )
+    ttls: dict[str, Seconds] = Field(
+        default_factory=dict, description="Per-handler TTL overrides, by handler name."
+    )
+    max_entry_bytes: int = Field(
+        default=1 << 20, gt=0, description="Bodies larger than this are not stored."
+    )
+    memory_max_bytes: int = Field(
+        default=64 << 20, gt=0, description="Byte budget of the embedded in-process store."
+    )
+    redis_timeout: float = Field(
+        default=0.25, gt=0, le=60, description="Seconds allowed for one store operation."
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, description="Consecutive store failures that open the circuit breaker."
+    )
+    failure_cooldown: float = Field(
+        default=5.0, gt=0, description="Seconds the store is skipped once the breaker is open."
+    )
+    max_key_length: int = Field(
+        default=250, ge=64, le=4096, description="Longer keys are replaced by a hash digest."
+    )
+
+    @field_validator("ttls", mode="before")
+    @classmethod
+    def _normalise_ttl_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {handler_setting_name(str(name)): ttl for name, ttl in value.items()}
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        schemes = ("redis://", "rediss://", "unix://")
+        if not value.startswith(schemes):
+            raise ValueError(f"must start with one of {', '.join(schemes)}")
+        return value
+
+    def ttl_override(self, handler_name: str) -> float | None:
+        """The operator's TTL for this handler, if one is configured."""
+        return self.ttls.get(handler_setting_name(handler_name))
+
+
+def load_settings(**overrides: Any) -> CacheSettings:
+    """Read `CacheSettings` from the environment, turning any error into a `SettingsError`.
+
+    The message names the environment variable (e.g. `CACHEKIT_DEFAULT_TTL`) and the problem,
+    so a misconfigured worker stops at startup with a line an operator can act on.
+    """
+    try:
+        return CacheSettings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe_validation_error(exc)) from None
+    except PydanticSettingsError as exc:
+        raise SettingsError(_describe_source_error(exc)) from None
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        location = [str(part) for part in error["loc"]]
+        variable = ENV_PREFIX + "__".join(location).upper()
+        problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+    return "invalid cache settings: " + "; ".join(problems)
+
+
+def _describe_source_error(exc: PydanticSettingsError) -> str:
+    # pydantic-settings says: error parsing value for field "ttls" from source "EnvSettingsSource"
+    match = re.search(r'field "([^"]+)"', str(exc))
+    field = match.group(1) if match else "?"
+    return f"invalid cache settings: {ENV_PREFIX}{field.upper()}: not valid JSON ({exc})"
