@@ -12,6 +12,7 @@ from typing import Any, Final
 from cachekit.backends.base import Store, StoreError
 from cachekit.backends.memory import MemoryStore
 from cachekit.entry import CachedResponse, CorruptEntry
+from cachekit.flight import Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
 from cachekit.settings import CacheSettings
 
@@ -19,6 +20,8 @@ log = logging.getLogger("cachekit")
 
 #: Generation value meaning "the lookup failed; do not store what the handler produces".
 UNKNOWN_GENERATION: Final = -1
+#: Bound on explicit operations (invalidate, purge by tag, clear), which may touch many keys.
+ADMIN_TIMEOUT: Final = 30.0
 
 
 @dataclass(slots=True)
@@ -33,6 +36,11 @@ class CacheStats:
     errors: int = 0
     skipped: int = 0
     coalesced: int = 0
+    lock_waits: int = 0
+    lock_timeouts: int = 0
+    refreshes: int = 0
+    refresh_errors: int = 0
+    stale_if_error: int = 0
 
 
 class Cache:
@@ -55,6 +63,7 @@ class Cache:
         self.breaker = CircuitBreaker(settings.failure_threshold, settings.failure_cooldown)
         self._damage_log = RateLimitedLog()
         self._memory = self.store if isinstance(self.store, MemoryStore) else None
+        self.flights = Flights()
 
     def stats(self) -> dict[str, Any]:
         """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts."""
@@ -112,8 +121,47 @@ class Cache:
         await self._strict(self.store.clear())
 
     async def close(self) -> None:
-        """Release the store's connections."""
+        """Finish (or cancel) fills and refreshes, then release the store's connections."""
+        await self.flights.close(grace=self.settings.redis_timeout + 1.0)
         await self.store.close()
+
+    async def try_lock(self, key: str, token: str) -> bool | None:
+        """Take the cross-process fill lock of `key`: True if ours, False if held by
+        someone else, None if the store could not say (the caller then fills unlocked)."""
+        if not self.store.remote:
+            return True
+        if not self.breaker.allow():
+            return None
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                acquired = await self.store.acquire_lock(key, token, self.settings.lock_ttl)
+        except (StoreError, TimeoutError) as exc:
+            self._failed(exc)
+            return None
+        self.breaker.record_success()
+        return acquired
+
+    async def unlock(self, key: str, token: str) -> None:
+        """Release our fill lock; a failure only means it expires after `lock_ttl`."""
+        if self.store.remote:
+            await self._guarded(self.store.release_lock(key, token))
+
+    async def wait_for_entry(self, key: str) -> CachedResponse | None:
+        """Wait (polling with backoff, up to `lock_timeout`) for another process's fill."""
+        self.counters.lock_waits += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.lock_timeout
+        delay = 0.005
+        while (remaining := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.1)
+            entry, seen_generation = await self.lookup(key)
+            if seen_generation == UNKNOWN_GENERATION:
+                break
+            if entry is not None and entry.is_fresh(self.clock()):
+                return entry
+        self.counters.lock_timeouts += 1
+        return None
 
     async def _guarded(self, operation: Any) -> bool:
         if not self.store.remote:
@@ -134,7 +182,7 @@ class Cache:
 
     async def _strict(self, operation: Any) -> Any:
         try:
-            async with asyncio.timeout(max(self.settings.redis_timeout, 5.0)):
+            async with asyncio.timeout(max(self.settings.redis_timeout, ADMIN_TIMEOUT)):
                 return await operation
         except TimeoutError:
             raise StoreError("cache store timed out") from None

@@ -31,6 +31,8 @@ class HandlerSpec:
     name: str
     setting_name: str
     ttl: float | None
+    stale_ttl: float | None
+    stale_if_error: float | None
     template: keys.KeyTemplate | None
     key_function: KeyFunction | None
     tags: tuple[str, ...]
@@ -45,6 +47,8 @@ class HandlerSpec:
         handler: Callable[..., Any],
         *,
         ttl: float | None,
+        stale_ttl: float | None = None,
+        stale_if_error: float | None = None,
         key: KeySpec,
         name: str | None,
         tags: TagSpec,
@@ -55,8 +59,13 @@ class HandlerSpec:
         """Validate the decorator's arguments; raises ValueError/TypeError at import time."""
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"@cached needs an async handler, got {handler!r}")
-        if ttl is not None and (isinstance(ttl, bool) or ttl < 0):
-            raise ValueError(f"ttl must be a non-negative number of seconds, got {ttl!r}")
+        for label, seconds in (
+            ("ttl", ttl),
+            ("stale_ttl", stale_ttl),
+            ("stale_if_error", stale_if_error),
+        ):
+            if seconds is not None and (isinstance(seconds, bool) or not seconds >= 0):
+                raise ValueError(f"{label} must be a non-negative number of seconds: {seconds!r}")
         resolved_name = name or handler_name(handler)
         status_set = frozenset(policy.DEFAULT_STATUSES if statuses is None else statuses)
         if not all(isinstance(code, int) and 100 <= code <= 599 for code in status_set):
@@ -67,6 +76,8 @@ class HandlerSpec:
             name=resolved_name,
             setting_name=handler_setting_name(resolved_name),
             ttl=ttl,
+            stale_ttl=stale_ttl,
+            stale_if_error=stale_if_error,
             template=keys.KeyTemplate(key) if isinstance(key, str) else None,
             key_function=key if callable(key) else None,
             tags=() if callable(tags) else tuple(tags),

@@ -197,3 +197,13 @@ def storable_headers(lines: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         | connection_listed(value for name, value in materialised if name.lower() == "connection")
     )
     return [(name, value) for name, value in materialised if name.lower() not in dropped]
+
+
+def response_stale_windows(lines: Sequence[tuple[str, str]]) -> tuple[float | None, float | None]:
+    """`stale-while-revalidate` and `stale-if-error` the response declares (RFC 5861)."""
+    cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
+    windows = []
+    for directive in ("stale-while-revalidate", "stale-if-error"):
+        seconds = delta_seconds(cache_control.get(directive))
+        windows.append(None if seconds is None else float(seconds))
+    return windows[0], windows[1]

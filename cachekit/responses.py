@@ -68,13 +68,13 @@ def to_entry(
     )
 
 
-def from_entry(entry: CachedResponse, now: float, detail: str = "hit") -> web.Response:
-    """A new response carrying the stored status, header lines and body, marked as a hit."""
+def from_entry(entry: CachedResponse, now: float, status: str, x_cache: str) -> web.Response:
+    """A new response carrying the stored status, header lines and body, plus `Age`,
+    `Cache-Status` (`status` is its detail, e.g. `hit`) and `X-Cache`."""
     headers = CIMultiDict(entry.headers)
-    remaining = int(entry.remaining(now))
     headers["Age"] = str(entry.age(now))
-    headers.add(CACHE_STATUS, f"{CACHE_NAME}; {detail}; ttl={remaining}")
-    headers[X_CACHE] = "HIT" if detail == "hit" else "STALE"
+    headers.add(CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={int(entry.remaining(now))}")
+    headers[X_CACHE] = x_cache
     response = web.Response(status=entry.status, body=entry.body, headers=headers)
     if entry.compress:
         response.enable_compression()

@@ -70,11 +70,26 @@ class CacheSettings(BaseSettings):
     failure_cooldown: float = Field(
         default=5.0, gt=0, description="Seconds the store is skipped once the breaker is open."
     )
+    stale_ttl: Seconds = Field(
+        default=0.0, description="Default stale-while-revalidate window after the TTL."
+    )
+    stale_ttls: dict[str, Seconds] = Field(
+        default_factory=dict, description="Per-handler stale-while-revalidate overrides."
+    )
+    stale_if_error: Seconds = Field(
+        default=0.0, description="Seconds past freshness a stale copy may replace an error."
+    )
+    lock_timeout: float = Field(
+        default=5.0, gt=0, description="Longest wait for another process's fill of a key."
+    )
+    lock_ttl: float = Field(
+        default=30.0, gt=0, description="Lifetime of a fill lock; it can never outlive this."
+    )
     max_key_length: int = Field(
         default=250, ge=64, le=4096, description="Longer keys are replaced by a hash digest."
     )
 
-    @field_validator("ttls", mode="before")
+    @field_validator("ttls", "stale_ttls", mode="before")
     @classmethod
     def _normalise_ttl_names(cls, value: Any) -> Any:
         if isinstance(value, dict):
@@ -94,6 +109,10 @@ class CacheSettings(BaseSettings):
     def ttl_override(self, handler_name: str) -> float | None:
         """The operator's TTL for this handler, if one is configured."""
         return self.ttls.get(handler_setting_name(handler_name))
+
+    def stale_ttl_override(self, handler_name: str) -> float | None:
+        """The operator's stale-while-revalidate window for this handler, if configured."""
+        return self.stale_ttls.get(handler_setting_name(handler_name))
 
 
 def load_settings(**overrides: Any) -> CacheSettings:
