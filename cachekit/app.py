@@ -38,7 +38,7 @@ def setup_cache(
     app[CACHE_APP_KEY] = cache
 
     async def cache_lifecycle(_: web.Application) -> AsyncIterator[None]:
-        log.info("cachekit: %s store, namespace %r", cache.stats()["store"], resolved.namespace)
+        log.info("%s store, namespace %r", cache.stats()["store"], resolved.namespace)
         yield
         await cache.close()
 

@@ -88,10 +88,9 @@ def query_pairs(raw_query: str) -> tuple[tuple[str, str], ...]:
     for part in raw_query.split("&"):
         if not part:
             continue
-        name, _, value = part.partition("=")
-        pairs.append(
-            (escape_bytes(_decode_query_part(name)), escape_bytes(_decode_query_part(value)))
-        )
+        name, has_value, value = part.partition("=")
+        escaped = escape_bytes(_decode_query_part(value)) if has_value else ABSENT
+        pairs.append((escape_bytes(_decode_query_part(name)), escaped))
     return tuple(pairs)
 
 

@@ -134,7 +134,9 @@ def _describe_validation_error(exc: ValidationError) -> str:
     for error in exc.errors():
         location = [str(part) for part in error["loc"]]
         variable = ENV_PREFIX + "__".join(location).upper()
-        problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+        # A URL may carry a password: never echo it into logs.
+        shown = "" if "url" in location[0].lower() else f" (got {error.get('input')!r})"
+        problems.append(f"{variable}: {error['msg']}{shown}")
     return "invalid cache settings: " + "; ".join(problems)
 
 

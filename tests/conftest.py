@@ -1,0 +1,122 @@
+"""Shared pytest fixtures for the cachekit test suite.
+
+Sections (add new ones below, each under its own banner):
+
+1. Real Redis processes: ``redis_server`` / ``real_redis_url``, ``make_redis_server``,
+   ``redis_cluster`` / ``cluster_url``, ``redis_sentinel``. Backed by
+   ``tests/redis_servers.py``: every server is ours, on 127.0.0.1 and a free port
+   (never the machine's Redis on 6379).
+   Without ``redis-server`` on PATH these tests are skipped, except under ``CI=true``,
+   where they fail: CI must run them. Tests using them are marked ``real_redis``
+   automatically, so ``pytest -m "not real_redis"`` deselects them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.redis_servers import MakeRedisServer, RedisCluster, RedisSentinelSetup, RedisServer
+
+# =========================================================================== 1. real Redis
+
+REAL_REDIS_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "real_redis_url",
+        "make_redis_server",
+        "redis_cluster",
+        "cluster_url",
+        "redis_sentinel",
+    }
+)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def require_binaries(*names: str) -> None:
+    """Skip the test if a binary is missing from PATH; fail instead when CI=true."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if not missing:
+        return
+    msg = (
+        f"{', '.join(missing)} not found on PATH (Debian: apt-get install redis-server redis-tools)"
+    )
+    if in_ci():
+        pytest.fail(f"{msg}; CI=true, so real-Redis tests must run, not skip", pytrace=False)
+    pytest.skip(msg)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_redis)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A standalone redis-server of our own for the whole session.
+
+    Tests may kill/stop/restart it; ``real_redis_url`` brings it back for the next test.
+    """
+    require_binaries("redis-server")
+    with RedisServer(name="session") as server:
+        yield server
+
+
+@pytest.fixture
+def real_redis_url(redis_server: RedisServer) -> str:
+    """URL (``redis://127.0.0.1:<port>/0``) of the session server, flushed before the test."""
+    redis_server.ensure_running()  # restarts it (same port) if a previous test killed it
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def make_redis_server() -> Iterator[MakeRedisServer]:
+    """Factory for extra private servers (``RedisServer(**kwargs)``), stopped after the test.
+
+    For tests that crash/restart a server or need special options, without
+    disturbing the shared ``redis_server``.
+    """
+    require_binaries("redis-server")
+    servers: list[RedisServer] = []
+
+    def make(*, start: bool = True, **kwargs: Any) -> RedisServer:
+        server = RedisServer(**kwargs)
+        servers.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster of our own for the whole session."""
+    require_binaries("redis-server", "redis-cli")
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """URL (``redis://127.0.0.1:<first node port>``) of the cluster, every node flushed."""
+    redis_cluster.ensure_healthy()  # restarts killed nodes, waits for cluster_state:ok
+    redis_cluster.flushall()
+    return redis_cluster.url
+
+
+@pytest.fixture
+def redis_sentinel() -> Iterator[RedisSentinelSetup]:
+    """A fresh primary + replica + Sentinel per test (tests fail it over)."""
+    require_binaries("redis-server")
+    with RedisSentinelSetup() as setup:
+        yield setup
