@@ -120,3 +120,14 @@ def redis_sentinel() -> Iterator[RedisSentinelSetup]:
     require_binaries("redis-server")
     with RedisSentinelSetup() as setup:
         yield setup
+
+
+# =========================================================================== 2. environment
+
+
+@pytest.fixture(autouse=True)
+def clean_cachekit_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see no CACHEKIT_* variables from the shell that runs them."""
+    for name in list(os.environ):
+        if name.upper().startswith("CACHEKIT_"):
+            monkeypatch.delenv(name)
