@@ -93,7 +93,7 @@ async def test_redis_killed_mid_test_then_cache_recovers(
     aiohttp_client: Any, make_redis_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = make_redis_server()
-    routes, calls = counting_routes()
+    routes, _calls = counting_routes()
     store = RedisStore.from_url(server.url, NAMESPACE, 0.3)
     app, cache = make_app(routes, store=store, failure_threshold=2, failure_cooldown=0.5)
     client = await aiohttp_client(app)
@@ -122,7 +122,7 @@ async def test_redis_killed_mid_test_then_cache_recovers(
 async def test_damaged_entry_is_a_miss_and_gets_replaced(
     aiohttp_client: Any, real_redis_url: str
 ) -> None:
-    routes, calls = counting_routes()
+    routes, _calls = counting_routes()
     store = RedisStore.from_url(real_redis_url, NAMESPACE, 0.5)
     app, cache = make_app(routes, store=store)
     client = await aiohttp_client(app)
