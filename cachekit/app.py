@@ -21,8 +21,13 @@ CACHE_APP_KEY: web.AppKey[Cache] = web.AppKey("cachekit_cache", Cache)
 def build_store(settings: CacheSettings) -> Store:
     """The store the settings ask for: Redis when `redis_url` is set, else the embedded one."""
     if settings.redis_url:
-        return RedisStore.from_url(settings.redis_url, settings.namespace, settings.redis_timeout)
-    return MemoryStore(settings.memory_max_bytes)
+        return RedisStore.from_url(
+            settings.redis_url,
+            settings.namespace,
+            settings.redis_timeout,
+            max_variants=settings.max_variants,
+        )
+    return MemoryStore(settings.memory_max_bytes, max_variants=settings.max_variants)
 
 
 def setup_cache(

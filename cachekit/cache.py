@@ -57,7 +57,11 @@ class Cache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.store: Store = store if store is not None else MemoryStore(settings.memory_max_bytes)
+        self.store: Store = (
+            store
+            if store is not None
+            else MemoryStore(settings.memory_max_bytes, max_variants=settings.max_variants)
+        )
         self.clock = clock
         self.counters = CacheStats()
         self.breaker = CircuitBreaker(settings.failure_threshold, settings.failure_cooldown)
@@ -99,7 +103,11 @@ class Cache:
         """Store an entry; False (after counting and logging) when the store failed."""
         if entry.generation == UNKNOWN_GENERATION:
             return False
-        stored = await self._guarded(self.store.set(key, entry))
+        try:
+            stored = await self._guarded(self.store.set(key, entry))
+        except ValueError as exc:  # e.g. a NUL byte in a header: cannot be kept faithfully
+            log.debug("response for %r not storable: %s", key, exc)
+            return False
         if stored:
             self.counters.stores += 1
         return stored
@@ -165,20 +173,19 @@ class Cache:
 
     async def _guarded(self, operation: Any) -> bool:
         if not self.store.remote:
-            await operation
-            return True
+            return await operation is not False
         if not self.breaker.allow():
             operation.close()
             self.counters.skipped += 1
             return False
         try:
             async with asyncio.timeout(self.settings.redis_timeout):
-                await operation
+                result = await operation
         except (StoreError, TimeoutError) as exc:
             self._failed(exc)
             return False
         self.breaker.record_success()
-        return True
+        return result is not False
 
     async def _strict(self, operation: Any) -> Any:
         try:

@@ -85,6 +85,9 @@ class CacheSettings(BaseSettings):
     lock_ttl: float = Field(
         default=30.0, gt=0, description="Lifetime of a fill lock; it can never outlive this."
     )
+    max_variants: int = Field(
+        default=32, ge=1, le=10_000, description="Most Vary variants kept per URL (key)."
+    )
     max_key_length: int = Field(
         default=250, ge=64, le=4096, description="Longer keys are replaced by a hash digest."
     )

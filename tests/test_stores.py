@@ -193,3 +193,32 @@ async def test_decorated_handler_on_every_store(
     assert calls == 1
     assert await cache.invalidate_tags(f"item:{item_id}") == 1
     assert (await client.get("/item/%FF?a=1&b=2")).headers["X-Cache"] == "MISS"
+
+
+def cap_variants(store: Store, limit: int) -> None:
+    if isinstance(store, RedisStore):
+        store._max_variants = limit
+    else:
+        store.max_variants = limit  # type: ignore[attr-defined]
+
+
+async def test_variants_are_capped_and_purged_with_their_base(store: Store) -> None:
+    cap_variants(store, 3)
+    results = [await store.set(f"u#lang={n}", entry()) for n in range(5)]
+    assert results == [True, True, True, False, False]
+    assert await store.set("u#lang=1", entry(b"again"))  # a known variant is replaced
+    await store.set("u", entry())
+    await store.set("other#lang=1", entry())
+    assert await store.delete_variants(["u"]) == 4
+    assert (await store.get("u#lang=0"))[0] is None
+    assert (await store.get("other#lang=1"))[0] is not None
+    assert await store.set("u#lang=9", entry())  # room again after the purge
+
+
+async def test_expired_variants_free_their_place(store: Store) -> None:
+    cap_variants(store, 2)
+    assert await store.set("u#a", entry(ttl=0.1))
+    assert await store.set("u#b", entry(ttl=0.1))
+    assert not await store.set("u#c", entry())
+    await asyncio.sleep(0.25)
+    assert await store.set("u#c", entry())

@@ -28,12 +28,21 @@ class Store(Protocol):
         """The entry under `key` (None when absent) and the current generation."""
         ...
 
-    async def set(self, key: str, entry: CachedResponse) -> None:
-        """Store `entry` for `entry.keep_for()` seconds and index it under its tags."""
+    async def set(self, key: str, entry: CachedResponse) -> bool:
+        """Store `entry` for `entry.keep_for()` seconds and index it under its tags.
+
+        A key `base#variant` is a Vary variant of `base`; False means it was not stored
+        because `base` already has the maximum number of live variants. Raises ValueError
+        for an entry that cannot be encoded.
+        """
         ...
 
     async def delete(self, keys: Sequence[str]) -> int:
         """Remove these entries; returns how many existed."""
+        ...
+
+    async def delete_variants(self, bases: Sequence[str]) -> int:
+        """Remove these base keys' entries together with all their Vary variants."""
         ...
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:

@@ -28,8 +28,12 @@ class MemoryStore:
 
     remote = False
 
-    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, max_bytes: int, clock: Callable[[], float] = time.time, max_variants: int = 32
+    ) -> None:
         self.max_bytes = max_bytes
+        self.max_variants = max_variants
+        self._variants: dict[str, set[str]] = {}
         self._clock = clock
         self._entries: OrderedDict[str, tuple[CachedResponse, int]] = OrderedDict()
         self._tags: dict[str, set[str]] = {}
@@ -55,19 +59,37 @@ class MemoryStore:
         """See `Store.get`; this store has a single generation."""
         return self.get_now(key), 0
 
-    async def set(self, key: str, entry: CachedResponse) -> None:
+    async def set(self, key: str, entry: CachedResponse) -> bool:
         """See `Store.set`; an entry larger than the whole budget is not kept."""
         cost = entry_cost(key, entry)
+        base, mark, _ = key.partition("#")
         if key in self._entries:
             self._remove(key)
+        elif mark and not self._has_room_for_variant(base):
+            return False
         if cost > self.max_bytes:
-            return
+            return False
         while self.used_bytes + cost > self.max_bytes and self._entries:
             self._remove(next(iter(self._entries)))
         self._entries[key] = (entry, cost)
         self.used_bytes += cost
         for tag in entry.tags:
             self._tags.setdefault(tag, set()).add(key)
+        if mark:
+            self._variants.setdefault(base, set()).add(key)
+        return True
+
+    def _has_room_for_variant(self, base: str) -> bool:
+        variants = self._variants.get(base, set())
+        if len(variants) >= self.max_variants:
+            for key in list(variants):
+                self.get_now(key)  # drops it if expired
+        return len(self._variants.get(base, ())) < self.max_variants
+
+    async def delete_variants(self, bases: Sequence[str]) -> int:
+        """See `Store.delete_variants`."""
+        keys = [key for base in bases for key in (base, *self._variants.get(base, ()))]
+        return await self.delete(keys)
 
     async def delete(self, keys: Sequence[str]) -> int:
         """See `Store.delete`."""
@@ -82,6 +104,7 @@ class MemoryStore:
         """See `Store.clear`."""
         self._entries = OrderedDict()
         self._tags = {}
+        self._variants = {}
         self.used_bytes = 0
 
     async def acquire_lock(self, key: str, token: str, ttl: float) -> bool:
@@ -109,6 +132,13 @@ class MemoryStore:
             return False
         entry, cost = item
         self.used_bytes -= cost
+        base, mark, _ = key.partition("#")
+        if mark:
+            variants = self._variants.get(base)
+            if variants is not None:
+                variants.discard(key)
+                if not variants:
+                    del self._variants[base]
         for tag in entry.tags:
             members = self._tags.get(tag)
             if members is not None:

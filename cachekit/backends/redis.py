@@ -1,10 +1,12 @@
 """The Redis store (redis.asyncio): batched lookups, generations, tags and fill locks.
 
-Key layout, for namespace `ns` and logical key `k`:
-    ns:gen        the namespace generation; clear() increments it (O(1))
-    ns:e:{k}      an encoded entry, expiring when its last stale window ends
-    ns:l:{k}      the fill lock of k (shares k's cluster hash slot with the entry)
-    ns:t:TAG      the set of logical keys stored under TAG
+Key layout, for namespace `ns` and logical key `k` = base `b` + optional `#variant`:
+    ns:gen          the namespace generation; clear() increments it (O(1))
+    ns:e:{b}#v      an encoded entry, expiring when its last stale window ends
+    ns:l:{b}#v      the fill lock of that entry
+    ns:v:{b}        the set of variant suffixes stored for base b (Vary), capped
+    ns:t:TAG        the set of logical keys stored under TAG
+Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -33,6 +35,31 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS[1]: the entry key; KEYS[2]: the variant set of its base key.
+# ARGV[1]: encoded entry; ARGV[2]: lifetime in ms; ARGV[3]: the variant suffix;
+# ARGV[4]: most variants per base; ARGV[5]: the entry-key prefix of the base.
+# Stores the entry and records the variant unless the base already has ARGV[4] live variants
+# and this one is new (variants whose entries expired are trimmed first). Returns 1 if stored.
+SET_VARIANT: Final = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 0 then
+    if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+        for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+            if redis.call('EXISTS', ARGV[5] .. member) == 0 then
+                redis.call('SREM', KEYS[2], member)
+            end
+        end
+        if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+            return 0
+        end
+    end
+    redis.call('SADD', KEYS[2], ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
 TAG_BATCH: Final = 500
 
 
@@ -42,17 +69,23 @@ class RedisStore:
 
     remote = True
 
-    def __init__(self, client: Redis, namespace: str, timeout: float) -> None:
+    def __init__(
+        self, client: Redis, namespace: str, timeout: float, max_variants: int = 32
+    ) -> None:
         self._redis = client
         self._namespace = namespace
         self._timeout = timeout
+        self._max_variants = max_variants
         self._gen_key = f"{namespace}:gen"
         self._pending: dict[str, list[asyncio.Future[tuple[CachedResponse | None, int]]]] = {}
         self._batches: set[asyncio.Task[None]] = set()
         self._compare_and_delete = client.register_script(COMPARE_AND_DELETE)
+        self._set_variant = client.register_script(SET_VARIANT)
 
     @classmethod
-    def from_url(cls, url: str, namespace: str, timeout: float) -> RedisStore:
+    def from_url(
+        cls, url: str, namespace: str, timeout: float, max_variants: int = 32
+    ) -> RedisStore:
         """Connect lazily to `url`; no retries, since every call is bounded by `timeout`."""
         client = Redis.from_url(
             url,
@@ -61,15 +94,21 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
         )
-        return cls(client, namespace, timeout)
+        return cls(client, namespace, timeout, max_variants)
 
     def entry_key(self, key: str) -> str:
         """The Redis key holding the entry of logical key `key`."""
-        return f"{self._namespace}:e:{{{key}}}"
+        base, mark, variant = key.partition("#")
+        return f"{self._namespace}:e:{{{base}}}{mark}{variant}"
 
     def lock_key(self, key: str) -> str:
         """The Redis key holding the fill lock of logical key `key`."""
-        return f"{self._namespace}:l:{{{key}}}"
+        base, mark, variant = key.partition("#")
+        return f"{self._namespace}:l:{{{base}}}{mark}{variant}"
+
+    def variants_key(self, base: str) -> str:
+        """The Redis key of the set of variant suffixes stored for base key `base`."""
+        return f"{self._namespace}:v:{{{base}}}"
 
     def tag_key(self, tag: str) -> str:
         """The Redis key of the set indexing the entries stored under `tag`."""
@@ -146,27 +185,48 @@ class RedisStore:
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
 
-    async def set(self, key: str, entry: CachedResponse) -> None:
+    async def set(self, key: str, entry: CachedResponse) -> bool:
         """See `Store.set`. Tag sets live at least as long as their longest member."""
         keep_ms = max(1, int(entry.keep_for() * 1000))
-        try:
-            data = encode(entry)
-        except ValueError as exc:
-            raise StoreError(f"entry cannot be encoded: {exc}") from None
+        data = encode(entry)
+        base, mark, variant = key.partition("#")
+        if mark:
+            stored = await self._run(
+                self._set_variant(
+                    keys=[self.entry_key(key), self.variants_key(base)],
+                    args=[data, keep_ms, mark + variant, self._max_variants, self.entry_key(base)],
+                )
+            )
+            if not stored:
+                return False
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.entry_key(key), data, px=keep_ms)
+            if not mark:
+                pipe.set(self.entry_key(key), data, px=keep_ms)
             for tag in entry.tags:
                 tag_key = self.tag_key(tag)
                 pipe.sadd(tag_key, key)
                 pipe.pexpire(tag_key, keep_ms, gt=True)
                 pipe.pexpire(tag_key, keep_ms, nx=True)
             await self._run(pipe.execute())
+        return True
 
     async def delete(self, keys: Sequence[str]) -> int:
         """See `Store.delete`."""
         if not keys:
             return 0
         return int(await self._run(self._redis.unlink(*map(self.entry_key, keys))))
+
+    async def delete_variants(self, bases: Sequence[str]) -> int:
+        """See `Store.delete_variants`."""
+        keys: list[str] = []
+        for base in bases:
+            variants = await self._run(self._redis.smembers(self.variants_key(base)))
+            keys.append(base)
+            keys.extend(base + member.decode() for member in variants)
+        removed = await self.delete(keys)
+        if bases:
+            await self._run(self._redis.unlink(*map(self.variants_key, bases)))
+        return removed
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
         """See `Store.invalidate_tags`: entries in batches, then the tag sets themselves."""
