@@ -68,6 +68,7 @@ class Cache:
         self._damage_log = RateLimitedLog()
         self._memory = self.store if isinstance(self.store, MemoryStore) else None
         self.flights = Flights()
+        self._learned_vary: dict[str, tuple[str, ...]] = {}
 
     def stats(self) -> dict[str, Any]:
         """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts."""
@@ -197,6 +198,25 @@ class Cache:
     def _failed(self, exc: BaseException) -> None:
         self.counters.errors += 1
         self.breaker.record_failure(exc)
+
+    def vary_names(self, handler: str, declared: tuple[str, ...]) -> tuple[str, ...]:
+        """The request headers a handler's keys vary on: declared, then learned ones."""
+        return self._learned_vary.get(handler, declared)
+
+    def learn_vary(
+        self, handler: str, declared: tuple[str, ...], names: Iterable[str]
+    ) -> tuple[str, ...]:
+        """Remember that a handler's responses vary on `names` (Django's learn step).
+
+        Learned names follow the declared ones in sorted order, so every process that
+        learns the same set builds the same keys.
+        """
+        current = self.vary_names(handler, declared)
+        learned = set(current[len(declared) :]) | (set(names) - set(declared))
+        result = declared + tuple(sorted(learned))
+        if result != current:
+            self._learned_vary[handler] = result
+        return result
 
     def tag_names(self, tags: Iterable[str]) -> tuple[str, ...]:
         """Validated tag names: non-empty strings without NUL bytes."""

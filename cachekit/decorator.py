@@ -26,6 +26,8 @@ def cached(
     unless: Callable[[web.Request], bool | Awaitable[bool]] | None = None,
     stale_ttl: float | None = None,
     stale_if_error: float | None = None,
+    emit_cache_control: bool | None = None,
+    honor_request_cache_control: bool | None = None,
 ) -> Callable[[Handler], Handler]:
     """Cache the responses of an aiohttp handler (or a `web.View` method).
 
@@ -36,7 +38,8 @@ def cached(
     `vary`: request headers that are part of the key. `statuses`: cacheable status codes.
     `unless`: a predicate of the request; when true the cache is bypassed. `stale_ttl`:
     seconds a stale copy is served while one refresh runs. `stale_if_error`: seconds past
-    freshness a stale copy replaces an error.
+    freshness a stale copy replaces an error. `emit_cache_control` and
+    `honor_request_cache_control` override the settings of the same names for this handler.
     """
 
     def decorate(handler: Handler) -> Handler:
@@ -51,6 +54,8 @@ def cached(
             vary=vary,
             statuses=statuses,
             unless=unless,
+            emit_cache_control=emit_cache_control,
+            honor_request_cache_control=honor_request_cache_control,
         )
 
         @functools.wraps(handler)

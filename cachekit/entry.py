@@ -11,7 +11,10 @@ from typing import Final
 MAGIC: Final = b"CK"
 VERSION: Final = 1
 FLAG_COMPRESS: Final = 0x01
-_KNOWN_FLAGS: Final = FLAG_COMPRESS
+# A stub stored at a key whose handler turned out to vary on more request headers: its
+# `Vary` line names them, so other processes learn where the real entry lives.
+FLAG_VARY_STUB: Final = 0x02
+_KNOWN_FLAGS: Final = FLAG_COMPRESS | FLAG_VARY_STUB
 # magic, version, flags, status, stored_at, ttl, grace, stale_if_error, generation,
 # and the byte lengths of the etag, header block, tag block and body that follow.
 _HEAD: Final = struct.Struct("<2sBBHddddQHIII")
@@ -41,6 +44,7 @@ class CachedResponse:
     tags: tuple[str, ...] = ()
     generation: int = 0
     compress: bool = False
+    vary_stub: bool = False
     size: int = field(default=0, compare=False)
 
     def age(self, now: float) -> int:
@@ -89,7 +93,7 @@ def encode(entry: CachedResponse) -> bytes:
     head = _HEAD.pack(
         MAGIC,
         VERSION,
-        FLAG_COMPRESS if entry.compress else 0,
+        (FLAG_COMPRESS if entry.compress else 0) | (FLAG_VARY_STUB if entry.vary_stub else 0),
         entry.status,
         entry.stored_at,
         entry.ttl,
@@ -163,6 +167,7 @@ def _decode(data: bytes) -> CachedResponse:
         tags=tuple(tags),
         generation=generation,
         compress=bool(flags & FLAG_COMPRESS),
+        vary_stub=bool(flags & FLAG_VARY_STUB),
         size=len(data),
     )
 

@@ -23,6 +23,7 @@ class FillOutcome:
     The request that started the fill gets `response` (or `error` re-raised) exactly as the
     handler made it; requests that joined get a copy of `shared`, or, when the response
     was not shareable (a cookie, a private response), run the handler themselves.
+    `shared` is valid for `key`, the key built with the Vary names `vary`.
     """
 
     response: web.StreamResponse | None
@@ -30,6 +31,8 @@ class FillOutcome:
     shared: CachedResponse | None
     status: str
     x_cache: str
+    key: str
+    vary: tuple[str, ...]
 
 
 class Flights:

@@ -40,6 +40,8 @@ class HandlerSpec:
     vary: tuple[str, ...]
     statuses: frozenset[int]
     unless: Callable[[web.Request], bool | Awaitable[bool]] | None
+    emit_cache_control: bool | None = None
+    honor_request_cache_control: bool | None = None
 
     @classmethod
     def build(
@@ -55,6 +57,8 @@ class HandlerSpec:
         vary: Iterable[str],
         statuses: Iterable[int] | None,
         unless: Callable[[web.Request], bool | Awaitable[bool]] | None,
+        emit_cache_control: bool | None = None,
+        honor_request_cache_control: bool | None = None,
     ) -> HandlerSpec:
         """Validate the decorator's arguments; raises ValueError/TypeError at import time."""
         if not inspect.iscoroutinefunction(handler):
@@ -85,12 +89,9 @@ class HandlerSpec:
             vary=keys.normalise_header_names(vary),
             statuses=status_set,
             unless=unless,
+            emit_cache_control=emit_cache_control,
+            honor_request_cache_control=honor_request_cache_control,
         )
-
-    @property
-    def keyed_headers(self) -> frozenset[str]:
-        """Request headers the key varies on (lower-case)."""
-        return frozenset(self.vary)
 
     @property
     def authorization_keyed(self) -> bool:
@@ -101,20 +102,18 @@ class HandlerSpec:
             or (self.key_function is not None)
         )
 
-    async def key_for(self, request: web.Request, max_length: int) -> str:
-        """The logical cache key of this request."""
+    async def base_key(self, request: web.Request) -> str:
+        """The logical key of this request before any Vary suffix."""
         if self.template is not None:
-            base = self.template.render(request)
-        elif self.key_function is not None:
+            return self.template.render(request)
+        if self.key_function is not None:
             produced = self.key_function(request)
             if inspect.isawaitable(produced):
                 produced = await produced
             if not isinstance(produced, str):
                 raise TypeError(f"key callable of {self.name} returned {produced!r}")
-            base = keys.escape_light(produced)
-        else:
-            base = keys.default_key(self.name, request.raw_path)
-        return keys.bound_length(base + keys.vary_suffix(request.headers, self.vary), max_length)
+            return keys.escape_light(produced)
+        return keys.default_key(self.name, request.raw_path)
 
     async def tags_for(self, request: web.Request) -> tuple[str, ...]:
         """The tags to record with an entry stored for this request."""

@@ -125,6 +125,19 @@ def bound_length(key: str, max_length: int) -> str:
     return key[:keep] + HASHED_MARKER + digest
 
 
+def compose(base: str, suffix: str, max_length: int) -> str:
+    """A full key: the bounded base, then the bounded `#vary` suffix (kept apart so every
+    variant of one base shares its prefix, and so its Redis Cluster hash slot)."""
+    if len(suffix) > max_length:
+        suffix = "#" + hashlib.sha256(suffix.encode("utf-8", "surrogatepass")).hexdigest()
+    return bound_length(base, max_length) + suffix
+
+
+def path_tag(raw_target: str) -> str:
+    """The implicit tag of every entry stored for a path (RFC 9111 §4.4 invalidation)."""
+    return "path:" + escape_path(split_raw_target(raw_target)[0])
+
+
 def default_key(handler_name: str, raw_target: str) -> str:
     """`name:path?canonical-query`, the key used when a handler gives none."""
     raw_path, raw_query = split_raw_target(raw_target)

@@ -29,6 +29,32 @@ NOT_STORED: Final = frozenset({"content-length", "age", "x-cache"})
 
 
 @dataclass(frozen=True, slots=True)
+class RequestDirectives:
+    """The request's Cache-Control directives a server-side cache honours when asked to."""
+
+    no_cache: bool = False
+    no_store: bool = False
+    max_age: int | None = None
+    only_if_cached: bool = False
+
+
+NO_DIRECTIVES: Final = RequestDirectives()
+
+
+def request_directives(cache_control: str | None) -> RequestDirectives:
+    """Parse a request's Cache-Control (RFC 9111 §5.2.1) into what the cache acts on."""
+    if not cache_control:
+        return NO_DIRECTIVES
+    parsed = parse_cache_control(cache_control)
+    return RequestDirectives(
+        no_cache="no-cache" in parsed,
+        no_store="no-store" in parsed,
+        max_age=delta_seconds(parsed["max-age"]) if "max-age" in parsed else None,
+        only_if_cached="only-if-cached" in parsed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """A yes/no with the reason, so `Cache-Status` and debug logs can say why."""
 
@@ -125,12 +151,11 @@ def storable_decision(
     statuses: frozenset[int],
     body_size: int,
     max_entry_bytes: int,
-    keyed_headers: frozenset[str],
 ) -> Decision:
     """May a response with this status, these header lines and body size be stored?
 
-    `keyed_headers` are the lower-cased request headers the cache key already varies on;
-    a response that varies on anything else cannot be reused safely.
+    A response that varies on named request headers is storable: the cache learns the
+    names and keys the entry on their values. `Vary: *` can never match again.
     """
     cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
     vary = vary_names(header_values(lines, "Vary"))
@@ -143,8 +168,6 @@ def storable_decision(
             return Decision(False, directive)
     if "*" in vary:
         return Decision(False, "vary-star")
-    if not set(vary) <= keyed_headers:
-        return Decision(False, "vary-unkeyed")
     if body_size > max_entry_bytes:
         return Decision(False, "too-large")
     return ALLOWED

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from email.utils import formatdate
 from typing import Final
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from cachekit import policy
+from cachekit import conditional, policy
 from cachekit.entry import CachedResponse, body_etag
 
 X_CACHE: Final = "X-Cache"
+ETAG_HEADER: Final = "ETag"
+#: A response header through which a handler may name tags; stripped before sending.
+CACHE_TAG_HEADER: Final = "Cache-Tag"
 CACHE_STATUS: Final = "Cache-Status"
 CACHE_NAME: Final = "cachekit"
 
@@ -50,35 +54,70 @@ def to_entry(
     generation: int,
     compress: bool,
 ) -> CachedResponse:
-    """Build the entry to store from a response the policy found storable."""
-    headers = tuple(policy.storable_headers(lines))
+    """Build the entry to store from a response the policy found storable.
+
+    The entry always carries a strong ETag (the handler's, or a hash of the body, equal in
+    every process) and the origin `Date`, so hits report when the response was made.
+    """
+    headers = [line for line in policy.storable_headers(lines) if line[0].lower() != "cache-tag"]
     etags = policy.header_values(headers, "ETag")
+    if not etags:
+        etags = [body_etag(body)]
+        headers.append(("ETag", etags[0]))
+    if not policy.header_values(headers, "Date"):
+        headers.append(("Date", formatdate(stored_at, usegmt=True)))
     return CachedResponse(
         status=status,
-        headers=headers,
+        headers=tuple(headers),
         body=body,
         stored_at=stored_at,
         ttl=ttl,
         grace=grace,
         stale_if_error=stale_if_error,
-        etag=etags[0] if etags else body_etag(body),
+        etag=etags[0],
         tags=tags,
         generation=generation,
         compress=compress,
     )
 
 
-def from_entry(entry: CachedResponse, now: float, status: str, x_cache: str) -> web.Response:
-    """A new response carrying the stored status, header lines and body, plus `Age`,
-    `Cache-Status` (`status` is its detail, e.g. `hit`) and `X-Cache`."""
-    headers = CIMultiDict(entry.headers)
+def from_entry(
+    entry: CachedResponse,
+    now: float,
+    status: str,
+    x_cache: str,
+    *,
+    not_modified: bool = False,
+    emit_cache_control: bool = False,
+) -> web.Response:
+    """A new response from a stored entry: its status, header lines and body (or a 304 with
+    the fields RFC 9110 §15.4.5 lists), plus `Age`, `Cache-Status` and `X-Cache`."""
+    remaining = int(entry.remaining(now))
+    if not_modified:
+        headers = CIMultiDict(conditional.not_modified_lines(entry.headers))
+    else:
+        headers = CIMultiDict(entry.headers)
     headers["Age"] = str(entry.age(now))
-    headers.add(CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={int(entry.remaining(now))}")
+    headers.add(CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={remaining}")
     headers[X_CACHE] = x_cache
+    if emit_cache_control:
+        add_freshness(headers, entry.headers, remaining)
+    if not_modified:
+        return web.Response(status=304, headers=headers)
     response = web.Response(status=entry.status, body=entry.body, headers=headers)
     if entry.compress:
         response.enable_compression()
     return response
+
+
+def add_freshness(
+    headers: CIMultiDict[str], stored: tuple[tuple[str, str], ...], remaining: int
+) -> None:
+    """Tell browsers and CDNs how long the copy stays fresh, unless the handler did."""
+    if not policy.header_values(stored, "Cache-Control") and not policy.header_values(
+        stored, "Expires"
+    ):
+        headers["Cache-Control"] = f"public, max-age={max(0, remaining)}"
 
 
 def mark(headers: CIMultiDict[str] | web.StreamResponse, x_cache: str, status: str) -> None:

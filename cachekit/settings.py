@@ -85,6 +85,18 @@ class CacheSettings(BaseSettings):
     lock_ttl: float = Field(
         default=30.0, gt=0, description="Lifetime of a fill lock; it can never outlive this."
     )
+    emit_cache_control: bool = Field(
+        default=False,
+        description="Add `Cache-Control: public, max-age=<remaining>` when the handler set none.",
+    )
+    honor_request_cache_control: bool = Field(
+        default=False,
+        description="Act on the request's no-cache, no-store, max-age and only-if-cached.",
+    )
+    invalidate_on_unsafe: bool = Field(
+        default=True,
+        description="A 2xx/3xx answer to POST/PUT/PATCH/DELETE purges that path's entries.",
+    )
     max_variants: int = Field(
         default=32, ge=1, le=10_000, description="Most Vary variants kept per URL (key)."
     )

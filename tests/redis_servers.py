@@ -693,10 +693,17 @@ class RedisSentinelSetup:
     # ---- failover
 
     def failover(
-        self, *, timeout: float | None = None, reconfigure_old_primary: bool = True
+        self,
+        *,
+        timeout: float | None = None,
+        catch_up: bool = True,
+        reconfigure_old_primary: bool = True,
     ) -> tuple[str, int]:
         """Force a failover and wait until the Sentinel reports the new primary.
 
+        With ``catch_up`` (default) it first waits until the replicas have received
+        every write the primary has, so no acknowledged write is lost: Redis
+        replication is asynchronous and a forced Sentinel failover does not wait.
         With ``reconfigure_old_primary`` (default) the old primary, if still alive, is
         also made a replica of the new one right away (Sentinel would do it by itself,
         but only after ~10 s), so the setup is consistent when this returns.
@@ -704,6 +711,9 @@ class RedisSentinelSetup:
         """
         timeout = self.startup_timeout if timeout is None else timeout
         old_host, old_port = self.primary_address()
+        old_primary = self._server_at(old_port)
+        if catch_up and old_primary.running:
+            self._wait_caught_up(old_primary, timeout)
 
         def issue() -> bool:
             with self.sentinel_client() as client:
@@ -741,7 +751,6 @@ class RedisSentinelSetup:
             timeout=timeout,
             what=f"{new_primary} to report role:master",
         )
-        old_primary = self._server_at(old_port)
         if reconfigure_old_primary and old_primary.running:
             with old_primary.client() as client:
                 client.execute_command("REPLICAOF", HOST, str(new_primary.port))
@@ -766,6 +775,23 @@ class RedisSentinelSetup:
             timeout=self.startup_timeout if timeout is None else timeout,
             what=f"{replica} to replicate from {primary}",
             describe=lambda: f"{replica.log_tail(10)}\n{primary.log_tail(10)}",
+        )
+
+    def _wait_caught_up(self, primary: RedisServer, timeout: float) -> None:
+        target = int(primary.info("replication")["master_repl_offset"])
+        replicas = [server for server in self.servers if server is not primary and server.running]
+
+        def caught_up() -> bool:
+            return all(
+                int(replica.info("replication").get("slave_repl_offset", -1)) >= target
+                for replica in replicas
+            )
+
+        wait_until(
+            caught_up,
+            timeout=timeout,
+            what=f"replicas to reach replication offset {target} of {primary}",
+            describe=self._describe,
         )
 
     def _wait_sentinel_sees_replica(self) -> None:

@@ -1,0 +1,44 @@
+# cachekit developer tasks. Needs only python3 (>= 3.11) on PATH; everything else
+# goes into .venv. The venv is (re)installed whenever pyproject.toml changes.
+#
+#   make test                 lint + type-check + pytest (PYTEST_ARGS="-k foo -x")
+#   make demo                 run the demo app (in-process store by default)
+#   make bench                run the benchmarks (python -m bench)
+#   make lint                 ruff + mypy only
+#   make clean                remove .venv and caches
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+
+.DEFAULT_GOAL := test
+.PHONY: test lint demo bench clean venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check cachekit demo_app tests
+	$(BIN)/mypy --strict cachekit
+
+test: lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m demo_app $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

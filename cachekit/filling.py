@@ -1,0 +1,261 @@
+"""Filling the cache: the one fill per key, background refreshes, and storing a response."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from cachekit import keys, policy
+from cachekit.cache import UNKNOWN_GENERATION, Cache
+from cachekit.entry import CachedResponse
+from cachekit.flight import FillOutcome
+from cachekit.guard import RateLimitedLog
+from cachekit.handler_spec import HandlerSpec
+from cachekit.responses import ETAG_HEADER, header_lines, storable_body, to_entry
+from cachekit.tagging import runtime_tags
+
+log = logging.getLogger("cachekit")
+_refresh_log = RateLimitedLog()
+
+Call = Callable[[], Awaitable[web.StreamResponse]]
+# Reasons a response was not stored that still allow handing it to collapsed requests.
+SHAREABLE_REASONS: Final = frozenset({"status", "ttl-zero", "too-large", "not-stored"})
+STALE_IF_ERROR: Final = "hit; fwd=stale; detail=stale-if-error"
+COLLAPSED: Final = "fwd=miss; collapsed"
+
+
+@dataclass(slots=True)
+class Job:
+    """One request on its way through the cache. `key` is `base` plus the Vary suffix."""
+
+    cache: Cache
+    spec: HandlerSpec
+    request: web.Request
+    call: Call
+    base: str
+    key: str
+    directives: policy.RequestDirectives
+
+    def key_for(self, vary: tuple[str, ...]) -> str:
+        """This request's key when its handler varies on the request headers `vary`."""
+        suffix = keys.vary_suffix(self.request.headers, vary)
+        return keys.compose(self.base, suffix, self.cache.settings.max_key_length)
+
+    @property
+    def emit_cache_control(self) -> bool:
+        """Whether hits tell browsers and CDNs how long they may keep the response."""
+        own = self.spec.emit_cache_control
+        return own if own is not None else self.cache.settings.emit_cache_control
+
+
+async def fill(job: Job, generation: int, fallback: CachedResponse | None) -> FillOutcome:
+    """The one fill of a key: take the cross-process lock, or wait for its holder's entry."""
+    cache = job.cache
+    token = secrets.token_hex(16)
+    locked = await cache.try_lock(job.key, token) if _lockable(cache, generation) else None
+    if locked is False:
+        entry = await cache.wait_for_entry(job.key)
+        if entry is not None:
+            return _collapsed(job, entry)
+        generation = UNKNOWN_GENERATION  # the holder is stuck: serve, but do not store
+    try:
+        if locked:
+            # The previous holder may have stored the entry just before we got the lock.
+            entry, _ = await cache.lookup(job.key)
+            if entry is not None and not entry.vary_stub and entry.is_fresh(cache.clock()):
+                return _collapsed(job, entry)
+        return await _run_and_store(job, generation, fallback)
+    finally:
+        if locked:
+            await cache.unlock(job.key, token)
+
+
+def _collapsed(job: Job, entry: CachedResponse) -> FillOutcome:
+    vary = job.cache.vary_names(job.spec.name, job.spec.vary)
+    return FillOutcome(None, None, entry, COLLAPSED, "MISS", job.key, vary)
+
+
+def _lockable(cache: Cache, generation: int) -> bool:
+    return cache.store.remote and generation != UNKNOWN_GENERATION
+
+
+async def _run_and_store(job: Job, generation: int, fallback: CachedResponse | None) -> FillOutcome:
+    error: BaseException | None = None
+    try:
+        response: web.StreamResponse = await job.call()
+    except web.HTTPException as exc:
+        response = error = exc
+    except Exception as exc:
+        if fallback is not None:
+            return _stale_instead(job, fallback)
+        return FillOutcome(None, exc, None, "fwd=miss", "MISS", job.key, ())
+    if response.status >= 500 and fallback is not None:
+        return _stale_instead(job, fallback)
+    status, shared, key, vary = await store_response(job, generation, response)
+    return FillOutcome(None if error else response, error, shared, status, "MISS", key, vary)
+
+
+def _stale_instead(job: Job, fallback: CachedResponse) -> FillOutcome:
+    job.cache.counters.stale_if_error += 1
+    vary = job.cache.vary_names(job.spec.name, job.spec.vary)
+    return FillOutcome(None, None, fallback, STALE_IF_ERROR, "STALE", job.key, vary)
+
+
+async def refresh(job: Job, generation: int) -> None:
+    """Background revalidation of a stale entry; at most one per key across processes."""
+    cache = job.cache
+    token = secrets.token_hex(16)
+    locked = await cache.try_lock(job.key, token) if _lockable(cache, generation) else None
+    if locked is False:
+        return
+    try:
+        if locked:
+            entry, _ = await cache.lookup(job.key)
+            if entry is not None and entry.is_fresh(cache.clock()):
+                return
+        cache.counters.refreshes += 1
+        try:
+            response: web.StreamResponse = await job.call()
+        except web.HTTPException as exc:
+            response = exc
+        if response.status >= 500:
+            raise RuntimeError(f"refresh answered {response.status}")
+        await store_response(job, generation, response)
+    except Exception as exc:
+        cache.counters.refresh_errors += 1
+        _refresh_log.warning("background refresh of %s failed: %r", job.spec.name, exc)
+    finally:
+        if locked:
+            await cache.unlock(job.key, token)
+
+
+async def store_response(
+    job: Job, generation: int, response: web.StreamResponse
+) -> tuple[str, CachedResponse | None, str, tuple[str, ...]]:
+    """Store the response if policy allows.
+
+    Returns the `Cache-Status` detail, the entry collapsed requests may share (None when
+    they must run the handler themselves), and the key and Vary names it is valid for.
+    """
+    cache, spec, request = job.cache, job.spec, job.request
+    vary = cache.vary_names(spec.name, spec.vary)
+    body = storable_body(response)
+    if body is None:
+        return "fwd=miss; detail=streaming", None, job.key, vary
+    lines = header_lines(response)
+    decision = policy.storable_decision(
+        response.status,
+        lines,
+        statuses=spec.statuses,
+        body_size=len(body),
+        max_entry_bytes=cache.settings.max_entry_bytes,
+    )
+    key = job.key
+    if decision.allowed:
+        vary, key = await _learn_vary(job, lines, generation)
+    try:
+        tags = cache.tag_names(
+            [
+                *await spec.tags_for(request),
+                *runtime_tags(request, lines),
+                keys.path_tag(request.raw_path),
+            ]
+        )
+    except Exception:
+        cache.counters.errors += 1
+        log.exception("cache tags of %s failed; not storing", spec.name)
+        decision, tags = policy.Decision(False, "tag-error"), ()
+    compress = isinstance(response, web.Response) and bool(response.compression)
+    entry = _entry(
+        job,
+        status=response.status,
+        lines=lines,
+        body=body,
+        tags=tags,
+        generation=generation,
+        compress=compress,
+    )
+    if not decision.allowed:
+        reason = decision.reason
+    elif entry.ttl <= 0:
+        reason = "ttl-zero"
+    elif await cache.save(key, entry):
+        if ETAG_HEADER not in response.headers:
+            response.headers[ETAG_HEADER] = entry.etag
+        return "fwd=miss; stored", entry, key, vary
+    else:
+        reason = "not-stored"
+    shared = entry if reason in SHAREABLE_REASONS else None
+    return f"fwd=miss; detail={reason}", shared, key, vary
+
+
+async def _learn_vary(
+    job: Job, lines: list[tuple[str, str]], generation: int
+) -> tuple[tuple[str, ...], str]:
+    """Key the entry on every header its response varies on; leave a stub where other
+    processes (which have not learned yet) will look."""
+    cache, spec = job.cache, job.spec
+    known = cache.vary_names(spec.name, spec.vary)
+    declared = policy.vary_names(policy.header_values(lines, "Vary"))
+    if set(declared) <= set(known):
+        return known, job.key
+    learned = cache.learn_vary(spec.name, spec.vary, declared)
+    key = job.key_for(learned)
+    if cache.store.remote and key != job.key:
+        now = cache.clock()
+        stub = CachedResponse(
+            status=200,
+            headers=(("Vary", ", ".join(learned)),),
+            body=b"",
+            stored_at=now,
+            ttl=cache.settings.lock_ttl + cache.settings.default_ttl,
+            generation=generation,
+            vary_stub=True,
+        )
+        await cache.save(job.key, stub)
+    return learned, key
+
+
+def _entry(
+    job: Job,
+    *,
+    status: int,
+    lines: list[tuple[str, str]],
+    body: bytes,
+    tags: tuple[str, ...],
+    generation: int,
+    compress: bool,
+) -> CachedResponse:
+    cache, spec = job.cache, job.spec
+    settings = cache.settings
+    now = cache.clock()
+    declared_grace, declared_if_error = policy.response_stale_windows(lines)
+    return to_entry(
+        status,
+        lines,
+        body,
+        stored_at=now,
+        ttl=policy.resolve_ttl(
+            settings.ttl_override(spec.name),
+            spec.ttl,
+            policy.response_ttl(lines, now),
+            settings.default_ttl,
+        ),
+        grace=policy.resolve_ttl(
+            settings.stale_ttl_override(spec.name),
+            spec.stale_ttl,
+            declared_grace,
+            settings.stale_ttl,
+        ),
+        stale_if_error=policy.resolve_ttl(
+            None, spec.stale_if_error, declared_if_error, settings.stale_if_error
+        ),
+        tags=tags,
+        generation=generation,
+        compress=compress,
+    )
