@@ -6,6 +6,7 @@ from cachekit.cache import Cache, CacheStats
 from cachekit.decorator import cached
 from cachekit.entry import CachedResponse
 from cachekit.settings import CacheSettings, SettingsError, load_settings
+from cachekit.tagging import tag
 
 __all__ = [
     "Cache",
@@ -19,4 +20,5 @@ __all__ = [
     "get_cache",
     "load_settings",
     "setup_cache",
+    "tag",
 ]

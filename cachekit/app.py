@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -11,6 +11,7 @@ from cachekit.backends.base import Store
 from cachekit.backends.memory import MemoryStore
 from cachekit.backends.redis import RedisStore
 from cachekit.cache import Cache
+from cachekit.invalidation import unsafe_method_middleware
 from cachekit.settings import CacheSettings, load_settings
 
 log = logging.getLogger("cachekit")
@@ -40,7 +41,10 @@ def setup_cache(
     """
     resolved = settings if settings is not None else load_settings()
     cache = Cache(resolved, store if store is not None else build_store(resolved))
+    cache.router = app.router
     app[CACHE_APP_KEY] = cache
+    if resolved.invalidate_on_unsafe:
+        app.middlewares.append(unsafe_method_middleware(_tag_invalidator))
 
     async def cache_lifecycle(_: web.Application) -> AsyncIterator[None]:
         log.info("%s store, namespace %r", cache.stats()["store"], resolved.namespace)
@@ -49,6 +53,13 @@ def setup_cache(
 
     app.cleanup_ctx.append(cache_lifecycle)
     return cache
+
+
+def _tag_invalidator(request: web.Request) -> Callable[..., Awaitable[int]] | None:
+    cache = request.config_dict.get(CACHE_APP_KEY)
+    if cache is None or not cache.settings.enabled:
+        return None
+    return cache.invalidate_tags
 
 
 def get_cache(app_or_request: web.Application | web.Request) -> Cache:

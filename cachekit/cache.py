@@ -9,11 +9,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from aiohttp.web import UrlDispatcher
+
 from cachekit.backends.base import Store, StoreError
 from cachekit.backends.memory import MemoryStore
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
+from cachekit.invalidation import handler_base_key
 from cachekit.settings import CacheSettings
 
 log = logging.getLogger("cachekit")
@@ -69,6 +72,8 @@ class Cache:
         self._memory = self.store if isinstance(self.store, MemoryStore) else None
         self.flights = Flights()
         self._learned_vary: dict[str, tuple[str, ...]] = {}
+        #: The app's router, set by `setup_cache`, to find a handler's route for purges.
+        self.router: UrlDispatcher | None = None
 
     def stats(self) -> dict[str, Any]:
         """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts."""
@@ -113,13 +118,23 @@ class Cache:
             self.counters.stores += 1
         return stored
 
-    async def invalidate(self, *keys: str) -> int:
-        """Remove the entries under these logical keys; returns how many existed.
+    async def invalidate(self, *targets: str | Callable[..., Any], **params: str) -> int:
+        """Remove entries, with all their Vary variants; returns how many existed.
 
+        A target is a logical key (`"product:7"`) or a `@cached` handler: then the entries
+        a GET of its route with `params` would hit (`invalidate(get_product, id="7")`).
         Raises `StoreError` when the store cannot be reached: an invalidation that silently
         did nothing would leave stale data in place.
         """
-        return int(await self._strict(self.store.delete(list(keys))))
+        bases = [
+            target
+            if isinstance(target, str)
+            else handler_base_key(target, self.router, {k: str(v) for k, v in params.items()})
+            for target in targets
+        ]
+        if params and all(isinstance(target, str) for target in targets):
+            raise TypeError("parameters are only meaningful with a @cached handler")
+        return int(await self._strict(self.store.delete_variants(bases)))
 
     async def invalidate_tags(self, *tags: str) -> int:
         """Remove every entry stored under any of these tags; raises `StoreError` on failure."""

@@ -9,10 +9,10 @@ from typing import Any, TypeVar, cast
 from aiohttp import web
 
 from cachekit.handler_spec import HandlerSpec, KeySpec, TagSpec
+from cachekit.invalidation import SPEC_ATTRIBUTE
 from cachekit.serving import serve
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[web.StreamResponse]])
-SPEC_ATTRIBUTE = "__cachekit_spec__"
 
 
 def cached(

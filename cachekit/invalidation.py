@@ -1,0 +1,118 @@
+"""Invalidation driven by the app: unsafe methods (RFC 9111 §4.4) and purge by parameters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
+from yarl import URL
+
+from cachekit import keys
+from cachekit.backends.base import StoreError
+from cachekit.guard import RateLimitedLog
+from cachekit.handler_spec import HandlerSpec
+
+log = logging.getLogger("cachekit")
+_failure_log = RateLimitedLog()
+
+UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SPEC_ATTRIBUTE: Final = "__cachekit_spec__"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def unsafe_method_middleware(
+    invalidate_tags: Callable[[web.Request], Callable[..., Awaitable[int]] | None],
+) -> Middleware:
+    """A middleware that purges a path's entries after a successful unsafe request.
+
+    `invalidate_tags(request)` returns the cache's `invalidate_tags` for this request, or
+    None when no cache applies. The Location and Content-Location targets of the response
+    are purged too when they are on the same host.
+    """
+
+    @web.middleware
+    async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method not in UNSAFE_METHODS:
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            await _purge_targets(request, exc, invalidate_tags(request))
+            raise
+        await _purge_targets(request, response, invalidate_tags(request))
+        return response
+
+    return impl
+
+
+async def _purge_targets(
+    request: web.Request,
+    response: web.StreamResponse,
+    invalidate_tags: Callable[..., Awaitable[int]] | None,
+) -> None:
+    if invalidate_tags is None or not 200 <= response.status < 400:
+        return
+    targets = [request.raw_path]
+    for name in ("Location", "Content-Location"):
+        value = response.headers.get(name)
+        if value:
+            url = URL(value, encoded=True)
+            if not url.is_absolute() or url.raw_host == request.url.raw_host:
+                targets.append(url.raw_path)
+    try:
+        await invalidate_tags(*{keys.path_tag(target) for target in targets})
+    except StoreError as exc:
+        # The write itself succeeded; failing it now would only add a second problem.
+        _failure_log.warning("could not purge %s after %s: %r", targets, request.method, exc)
+
+
+@dataclass(frozen=True)
+class _PurgeRequest:
+    """Just enough of a request to rebuild a key from handler parameters."""
+
+    match_info: Mapping[str, str]
+    raw_path: str
+    host: str = ""
+    headers: MultiMapping[str] = field(default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
+
+
+def spec_of(handler: Callable[..., Any]) -> HandlerSpec:
+    """The caching spec of a `@cached` handler (or view method); TypeError otherwise."""
+    spec = getattr(handler, SPEC_ATTRIBUTE, None)
+    if not isinstance(spec, HandlerSpec):
+        raise TypeError(f"{handler!r} is not decorated with @cached")
+    return spec
+
+
+def handler_base_key(
+    handler: Callable[..., Any], router: web.UrlDispatcher | None, params: Mapping[str, str]
+) -> str:
+    """The base key a GET of `handler`'s route with these parameters (no query) uses."""
+    spec = spec_of(handler)
+    if spec.key_function is not None:
+        raise TypeError(
+            f"{spec.name} builds keys with a callable, which cannot be inverted:"
+            " purge it by tag (cache.invalidate_tags) instead"
+        )
+    path = _route_path(handler, router, params) if spec.template is None else ""
+    request = _PurgeRequest(match_info=dict(params), raw_path=path)
+    if spec.template is not None:
+        return spec.template.render(request)
+    return keys.default_key(spec.name, path)
+
+
+def _route_path(
+    handler: Callable[..., Any], router: web.UrlDispatcher | None, params: Mapping[str, str]
+) -> str:
+    for resource in router.resources() if router is not None else ():
+        for route in resource:
+            served = route.handler
+            view_method = getattr(served, getattr(handler, "__name__", ""), None)
+            if served is handler or (isinstance(served, type) and view_method is handler):
+                return str(resource.url_for(**params).raw_path)
+    raise LookupError(f"no route of this app serves {spec_of(handler).name}")
