@@ -77,10 +77,12 @@ def body_etag(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
-def _join(values: list[str]) -> bytes:
+def _join(values: list[str], *, allow_empty: bool = True) -> bytes:
     for value in values:
         if _SEPARATOR in value:
             raise ValueError("NUL byte in a stored header or tag")
+        if not value and not allow_empty:
+            raise ValueError("empty tag")
     return _SEPARATOR.join(values).encode("utf-8", "surrogateescape")
 
 
@@ -88,9 +90,17 @@ def encode(entry: CachedResponse) -> bytes:
     """Serialise an entry; raises ValueError for data that cannot be stored faithfully."""
     flat = [part for line in entry.headers for part in line]
     headers = _join(flat)
-    tags = _join(list(entry.tags))
+    tags = _join(list(entry.tags), allow_empty=False)
     etag = entry.etag.encode("utf-8", "surrogateescape")
-    head = _HEAD.pack(
+    try:
+        head = _pack_head(entry, etag, headers, tags)
+    except struct.error as exc:
+        raise ValueError(f"entry does not fit the format: {exc}") from None
+    return b"".join((head, etag, headers, tags, entry.body))
+
+
+def _pack_head(entry: CachedResponse, etag: bytes, headers: bytes, tags: bytes) -> bytes:
+    return _HEAD.pack(
         MAGIC,
         VERSION,
         (FLAG_COMPRESS if entry.compress else 0) | (FLAG_VARY_STUB if entry.vary_stub else 0),
@@ -105,7 +115,6 @@ def encode(entry: CachedResponse) -> bytes:
         len(tags),
         len(entry.body),
     )
-    return b"".join((head, etag, headers, tags, entry.body))
 
 
 def decode(data: bytes) -> CachedResponse:

@@ -18,7 +18,8 @@ from urllib.parse import unquote_to_bytes
 from multidict import MultiMapping
 
 ABSENT: Final = "~"
-HASHED_MARKER: Final = "#sha256="
+# Not "#": that separates a base key from its Vary variant.
+HASHED_MARKER: Final = "~sha256="
 _ALNUM: Final = frozenset(string.ascii_letters + string.digits)
 _STRICT: Final = tuple(chr(byte) if chr(byte) in _ALNUM else f"%{byte:02X}" for byte in range(256))
 # Characters a raw (client-encoded) path may keep as they are; "%" stays so an escape the
@@ -72,9 +73,9 @@ def escape_light(text: str) -> str:
 
 
 def split_raw_target(raw_target: str) -> tuple[str, str]:
-    """Split a raw request target into its raw path and raw query string."""
-    path, _, query = raw_target.partition("?")
-    return path, query.partition("#")[0]
+    """Split a raw request target into its raw path and raw query string (no fragment)."""
+    path, _, query = raw_target.partition("#")[0].partition("?")
+    return path, query
 
 
 def _decode_query_part(raw: str) -> bytes:
@@ -182,7 +183,8 @@ class KeyTemplate:
 
 
 def _is_ambiguous_separator(literal: str) -> bool:
-    return all(char in _ALNUM or char == "%" for char in literal)
+    # Escaped values consist of letters, digits and "%"; "~" marks an absent value.
+    return all(char in _ALNUM or char in "%~" for char in literal)
 
 
 def _field_getter(template: str, field: str) -> Getter:
@@ -220,7 +222,12 @@ def _query_getter(name: str) -> Getter:
 
     def get(request: KeyedRequest) -> str:
         raw_query = split_raw_target(request.raw_path)[1]
-        values = [value for key, value in query_pairs(raw_query) if key == wanted]
+        # `?v` and `?v=` both mean v="" to the handler (request.query): render them alike.
+        values = [
+            "" if value == ABSENT else value
+            for key, value in query_pairs(raw_query)
+            if key == wanted
+        ]
         return ",".join(values) if values else ABSENT
 
     return get

@@ -188,7 +188,9 @@ def response_ttl(lines: Sequence[tuple[str, str]], now: float) -> float | None:
         if expires_at is None:
             return 0.0
         dates = header_values(lines, "Date")
-        date = (parse_http_date(dates[0]) if dates else None) or now
+        date = parse_http_date(dates[0]) if dates else None
+        if date is None:
+            date = now
         return max(0.0, expires_at - date)
     return None
 

@@ -13,7 +13,8 @@ ENV_PREFIX = "CACHEKIT_"
 NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _NAME_NORMALISER = re.compile(r"[^a-z0-9]+")
 
-Seconds = Annotated[float, Field(ge=0)]
+# Finite: an infinite TTL or cool-down would never end (and cannot be encoded in an entry).
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class SettingsError(ValueError):
@@ -62,13 +63,20 @@ class CacheSettings(BaseSettings):
         default=64 << 20, gt=0, description="Byte budget of the embedded in-process store."
     )
     redis_timeout: float = Field(
-        default=0.25, gt=0, le=60, description="Seconds allowed for one store operation."
+        default=0.25,
+        gt=0,
+        allow_inf_nan=False,
+        le=60,
+        description="Seconds allowed for one store operation.",
     )
     failure_threshold: int = Field(
         default=3, ge=1, description="Consecutive store failures that open the circuit breaker."
     )
     failure_cooldown: float = Field(
-        default=5.0, gt=0, description="Seconds the store is skipped once the breaker is open."
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds the store is skipped once the breaker is open.",
     )
     stale_ttl: Seconds = Field(
         default=0.0, description="Default stale-while-revalidate window after the TTL."
@@ -80,10 +88,16 @@ class CacheSettings(BaseSettings):
         default=0.0, description="Seconds past freshness a stale copy may replace an error."
     )
     lock_timeout: float = Field(
-        default=5.0, gt=0, description="Longest wait for another process's fill of a key."
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest wait for another process's fill of a key.",
     )
     lock_ttl: float = Field(
-        default=30.0, gt=0, description="Lifetime of a fill lock; it can never outlive this."
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Lifetime of a fill lock; it can never outlive this.",
     )
     emit_cache_control: bool = Field(
         default=False,
@@ -101,7 +115,7 @@ class CacheSettings(BaseSettings):
         default=32, ge=1, le=10_000, description="Most Vary variants kept per URL (key)."
     )
     max_key_length: int = Field(
-        default=250, ge=64, le=4096, description="Longer keys are replaced by a hash digest."
+        default=250, ge=128, le=4096, description="Longer keys are replaced by a hash digest."
     )
 
     @field_validator("ttls", "stale_ttls", mode="before")
@@ -148,7 +162,11 @@ def _describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         location = [str(part) for part in error["loc"]]
-        variable = ENV_PREFIX + "__".join(location).upper()
+        variable = ENV_PREFIX + location[0].upper()
+        if len(location) > 1:
+            # Set either as JSON in CACHEKIT_TTLS or as CACHEKIT_TTLS__NAME: name both.
+            entry = "__".join(location[1:])
+            variable += f'["{entry}"] ({ENV_PREFIX}{location[0].upper()}__{entry.upper()})'
         # A URL may carry a password: never echo it into logs.
         shown = "" if "url" in location[0].lower() else f" (got {error.get('input')!r})"
         problems.append(f"{variable}: {error['msg']}{shown}")

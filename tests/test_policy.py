@@ -1,0 +1,511 @@
+"""Pure caching policy: Cache-Control parsing, storability, TTLs and stored headers."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cachekit import policy
+from cachekit.policy import (
+    DEFAULT_STATUSES,
+    Decision,
+    connection_listed,
+    delta_seconds,
+    header_values,
+    parse_cache_control,
+    parse_http_date,
+    request_decision,
+    resolve_ttl,
+    response_ttl,
+    storable_decision,
+    storable_headers,
+    vary_names,
+)
+
+NOW = 1_700_000_000.0
+
+
+def http_date(timestamp: float) -> str:
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def storable(
+    lines: list[tuple[str, str]],
+    *,
+    status: int = 200,
+    statuses: frozenset[int] = DEFAULT_STATUSES,
+    body_size: int = 10,
+    max_entry_bytes: int = 1000,
+) -> Decision:
+    return storable_decision(
+        status,
+        lines,
+        statuses=statuses,
+        body_size=body_size,
+        max_entry_bytes=max_entry_bytes,
+    )
+
+
+# ------------------------------------------------------------------ Cache-Control parsing
+
+
+class TestParseCacheControl:
+    @pytest.mark.parametrize("value", [None, "", "   ", ",", " , ,"])
+    def test_empty_values_give_no_directives(self, value: str | None) -> None:
+        assert parse_cache_control(value) == {}
+
+    def test_names_are_lower_cased_and_values_kept(self) -> None:
+        assert parse_cache_control("Public, MAX-AGE=60, No-Transform") == {
+            "public": None,
+            "max-age": "60",
+            "no-transform": None,
+        }
+
+    def test_whitespace_around_names_and_values_is_ignored(self) -> None:
+        assert parse_cache_control("  max-age = 30 ,\tpublic  ") == {
+            "max-age": "30",
+            "public": None,
+        }
+
+    def test_quoted_values_are_unquoted(self) -> None:
+        assert parse_cache_control('max-age="120"') == {"max-age": "120"}
+
+    def test_commas_inside_quotes_do_not_split_directives(self) -> None:
+        parsed = parse_cache_control('no-cache="Set-Cookie, X-Foo", max-age=5')
+        assert parsed == {"no-cache": "Set-Cookie, X-Foo", "max-age": "5"}
+
+    def test_value_case_is_preserved(self) -> None:
+        assert parse_cache_control('private="X-Secret"') == {"private": "X-Secret"}
+
+    def test_empty_argument_differs_from_no_argument(self) -> None:
+        assert parse_cache_control("max-age=") == {"max-age": ""}
+        assert parse_cache_control("max-age") == {"max-age": None}
+
+    def test_only_the_first_equals_sign_splits(self) -> None:
+        assert parse_cache_control("ext=a=b") == {"ext": "a=b"}
+
+    def test_nameless_parts_are_skipped(self) -> None:
+        assert parse_cache_control("=5, public") == {"public": None}
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.from_regex(r"[a-z][a-z-]{0,10}", fullmatch=True),
+                st.none() | st.from_regex(r"[0-9]{1,6}", fullmatch=True),
+            ),
+            max_size=6,
+            unique_by=lambda pair: pair[0],
+        )
+    )
+    def test_round_trip_of_generated_directives(
+        self, directives: list[tuple[str, str | None]]
+    ) -> None:
+        text = ", ".join(name if value is None else f"{name}={value}" for name, value in directives)
+        assert parse_cache_control(text.upper()) == dict(directives)
+
+
+class TestSmallHelpers:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [("0", 0), ("60", 60), ("007", 7), ("31536000", 31536000)],
+    )
+    def test_delta_seconds_accepts_digits(self, value: str, expected: int) -> None:
+        assert delta_seconds(value) == expected
+
+    @pytest.mark.parametrize("value", [None, "", "-1", "+5", "1.5", "abc", " 5", "5s", "٣", "1e3"])
+    def test_delta_seconds_rejects_malformed(self, value: str | None) -> None:
+        assert delta_seconds(value) is None
+
+    def test_parse_http_date_formats(self) -> None:
+        expected = 784111777.0
+        assert parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == expected
+        assert parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT") == expected
+
+    @pytest.mark.parametrize("value", [None, "", "0", "-1", "yesterday", "Sun, 99 Foo 1994"])
+    def test_parse_http_date_rejects_garbage(self, value: str | None) -> None:
+        assert parse_http_date(value) is None
+
+    def test_header_values_is_case_insensitive_and_ordered(self) -> None:
+        lines = [("Vary", "a"), ("X", "1"), ("vary", "b"), ("VARY", "c")]
+        assert header_values(lines, "vAry") == ["a", "b", "c"]
+        assert header_values(lines, "missing") == []
+
+    def test_vary_names_lowercases_and_deduplicates(self) -> None:
+        assert vary_names(["Accept-Encoding, ACCEPT-language", " accept-encoding ,,", ""]) == [
+            "accept-encoding",
+            "accept-language",
+        ]
+
+    def test_connection_listed(self) -> None:
+        assert connection_listed(["close, X-Hop", "Keep-Alive"]) == frozenset(
+            {"close", "x-hop", "keep-alive"}
+        )
+
+
+# ------------------------------------------------------------------ storable_decision
+
+
+class TestStorableDecision:
+    def test_plain_200_is_allowed(self) -> None:
+        decision = storable([("Content-Type", "text/plain")])
+        assert decision == Decision(True)
+        assert decision.allowed
+        assert decision == policy.ALLOWED
+
+    @pytest.mark.parametrize("status", sorted(DEFAULT_STATUSES))
+    def test_every_default_status_is_storable(self, status: int) -> None:
+        assert storable([], status=status).allowed
+
+    @pytest.mark.parametrize("status", [201, 202, 206, 302, 303, 304, 307, 400, 401, 403, 429])
+    def test_non_default_statuses_are_refused(self, status: int) -> None:
+        assert storable([], status=status) == Decision(False, "status")
+
+    @pytest.mark.parametrize("status", [500, 502, 503, 504, 599])
+    def test_server_errors_are_refused(self, status: int) -> None:
+        assert storable([], status=status) == Decision(False, "status")
+
+    def test_custom_status_set(self) -> None:
+        assert storable([], status=201, statuses=frozenset({201})).allowed
+        assert storable([], status=200, statuses=frozenset({201})) == Decision(False, "status")
+
+    def test_status_is_checked_before_headers(self) -> None:
+        lines = [("Set-Cookie", "a=b"), ("Cache-Control", "no-store")]
+        assert storable(lines, status=500) == Decision(False, "status")
+
+    @pytest.mark.parametrize("name", ["Set-Cookie", "set-cookie", "SET-COOKIE"])
+    def test_set_cookie_is_refused(self, name: str) -> None:
+        assert storable([(name, "session=1")]) == Decision(False, "set-cookie")
+
+    def test_empty_set_cookie_is_still_refused(self) -> None:
+        assert storable([("Set-Cookie", "")]) == Decision(False, "set-cookie")
+
+    @pytest.mark.parametrize(
+        ("cache_control", "reason"),
+        [
+            ("no-store", "no-store"),
+            ("public, max-age=60, NO-STORE", "no-store"),
+            ("private", "private"),
+            ('private="X-User"', "private"),
+            ("no-cache", "no-cache"),
+            ('no-cache="Set-Cookie, X-Foo"', "no-cache"),
+            ("No-Cache, max-age=10", "no-cache"),
+        ],
+    )
+    def test_cache_control_refusals(self, cache_control: str, reason: str) -> None:
+        assert storable([("Cache-Control", cache_control)]) == Decision(False, reason)
+
+    def test_directives_spread_over_several_lines_count(self) -> None:
+        lines = [("Cache-Control", "public"), ("cache-control", "max-age=5"), ("X", "y")]
+        assert storable(lines).allowed
+        lines.append(("CACHE-CONTROL", "no-store"))
+        assert storable(lines) == Decision(False, "no-store")
+
+    def test_quoted_directive_names_do_not_count(self) -> None:
+        # "no-store" inside a quoted argument is a field name, not a directive.
+        assert storable([("Cache-Control", 'ext="no-store, private", max-age=5')]).allowed
+
+    def test_no_store_beats_private_and_no_cache(self) -> None:
+        lines = [("Cache-Control", "no-cache, private, no-store")]
+        assert storable(lines) == Decision(False, "no-store")
+
+    def test_public_and_max_age_are_allowed(self) -> None:
+        assert storable([("Cache-Control", "public, max-age=600, must-revalidate")]).allowed
+
+    @pytest.mark.parametrize("vary", ["*", "Accept-Encoding, *", " * "])
+    def test_vary_star_is_refused(self, vary: str) -> None:
+        assert storable([("Vary", vary)]) == Decision(False, "vary-star")
+
+    def test_vary_star_on_a_later_line_is_refused(self) -> None:
+        lines = [("Vary", "Accept-Encoding"), ("vary", "*")]
+        assert storable(lines) == Decision(False, "vary-star")
+
+    @pytest.mark.parametrize(
+        "lines",
+        [
+            [("Vary", "Accept-Language")],
+            [("Vary", "ACCEPT-Language, X-Tenant")],
+            [("Vary", "Accept-Language"), ("vary", "Accept-Encoding")],
+        ],
+    )
+    def test_vary_on_named_headers_is_storable(self, lines: list[tuple[str, str]]) -> None:
+        # The cache learns the names and keys the entry on their values.
+        assert storable(lines).allowed
+
+    def test_empty_vary_is_harmless(self) -> None:
+        assert storable([("Vary", ""), ("Vary", " , ")]).allowed
+
+    def test_too_large_body_is_refused(self) -> None:
+        assert storable([], body_size=1001, max_entry_bytes=1000) == Decision(False, "too-large")
+
+    def test_body_exactly_at_the_limit_is_allowed(self) -> None:
+        assert storable([], body_size=1000, max_entry_bytes=1000).allowed
+        assert storable([], body_size=0, max_entry_bytes=1000).allowed
+
+    def test_reason_order(self) -> None:
+        # set-cookie before cache-control before vary before size.
+        everything = [
+            ("Set-Cookie", "a=1"),
+            ("Cache-Control", "private"),
+            ("Vary", "*"),
+        ]
+        assert storable(everything, body_size=10**9).reason == "set-cookie"
+        assert storable(everything[1:], body_size=10**9).reason == "private"
+        assert storable(everything[2:], body_size=10**9).reason == "vary-star"
+        assert storable([("Vary", "X-Other")], body_size=10**9).reason == "too-large"
+        assert storable([], body_size=10**9).reason == "too-large"
+
+
+# ------------------------------------------------------------------ response_ttl
+
+
+class TestResponseTtl:
+    def test_no_freshness_information(self) -> None:
+        assert response_ttl([("Content-Type", "text/html")], NOW) is None
+        assert response_ttl([("Cache-Control", "public")], NOW) is None
+
+    def test_max_age(self) -> None:
+        assert response_ttl([("Cache-Control", "max-age=60")], NOW) == 60.0
+
+    def test_max_age_zero(self) -> None:
+        assert response_ttl([("Cache-Control", "max-age=0")], NOW) == 0.0
+
+    def test_quoted_and_upper_case_max_age(self) -> None:
+        assert response_ttl([("cache-control", 'MAX-AGE="45"')], NOW) == 45.0
+
+    def test_s_maxage_beats_max_age_in_either_order(self) -> None:
+        assert response_ttl([("Cache-Control", "max-age=60, s-maxage=5")], NOW) == 5.0
+        assert response_ttl([("Cache-Control", "s-maxage=500, max-age=60")], NOW) == 500.0
+        lines = [("Cache-Control", "max-age=60"), ("Cache-Control", "s-maxage=7")]
+        assert response_ttl(lines, NOW) == 7.0
+
+    def test_s_maxage_beats_expires(self) -> None:
+        lines = [("Cache-Control", "s-maxage=9"), ("Expires", http_date(NOW + 1000))]
+        assert response_ttl(lines, NOW) == 9.0
+
+    def test_malformed_s_maxage_falls_back_to_max_age(self) -> None:
+        assert response_ttl([("Cache-Control", "s-maxage=soon, max-age=30")], NOW) == 30.0
+
+    @pytest.mark.parametrize("bad", ["max-age=-5", "max-age=1.5", "max-age=abc", "max-age"])
+    def test_malformed_max_age_is_ignored(self, bad: str) -> None:
+        assert response_ttl([("Cache-Control", bad)], NOW) is None
+
+    def test_malformed_max_age_falls_back_to_expires(self) -> None:
+        lines = [("Cache-Control", "max-age=x"), ("Expires", http_date(NOW + 120))]
+        assert response_ttl(lines, NOW) == 120.0
+
+    def test_max_age_beats_expires(self) -> None:
+        lines = [("Expires", http_date(NOW + 1000)), ("Cache-Control", "max-age=3")]
+        assert response_ttl(lines, NOW) == 3.0
+
+    def test_expires_relative_to_now_without_date(self) -> None:
+        assert response_ttl([("Expires", http_date(NOW + 300))], NOW) == 300.0
+
+    def test_expires_relative_to_date_header(self) -> None:
+        # The origin's clock is an hour behind ours: the lifetime is Expires - Date.
+        origin_now = NOW - 3600
+        lines = [("Date", http_date(origin_now)), ("Expires", http_date(origin_now + 90))]
+        assert response_ttl(lines, NOW) == 90.0
+
+    def test_invalid_date_header_falls_back_to_now(self) -> None:
+        lines = [("Date", "garbage"), ("Expires", http_date(NOW + 40))]
+        assert response_ttl(lines, NOW) == 40.0
+
+    def test_expires_in_the_past_is_zero(self) -> None:
+        assert response_ttl([("Expires", http_date(NOW - 300))], NOW) == 0.0
+
+    @pytest.mark.parametrize("bad", ["0", "-1", "", "never", "Thu, 99 Zzz 2024"])
+    def test_invalid_expires_means_already_expired(self, bad: str) -> None:
+        assert response_ttl([("Expires", bad)], NOW) == 0.0
+
+    def test_first_expires_line_is_used(self) -> None:
+        lines = [("Expires", http_date(NOW + 10)), ("Expires", http_date(NOW + 999))]
+        assert response_ttl(lines, NOW) == 10.0
+
+    def test_date_at_the_epoch_is_still_a_date(self) -> None:
+        lines = [("Date", http_date(0)), ("Expires", http_date(60))]
+        assert response_ttl(lines, NOW) == 60.0
+
+
+# ------------------------------------------------------------------ resolve_ttl
+
+
+class TestResolveTtl:
+    def test_override_beats_everything(self) -> None:
+        assert resolve_ttl(1.0, 2.0, 3.0, 4.0) == 1.0
+
+    def test_decorator_beats_declared_and_default(self) -> None:
+        assert resolve_ttl(None, 2.0, 3.0, 4.0) == 2.0
+
+    def test_declared_beats_default(self) -> None:
+        assert resolve_ttl(None, None, 3.0, 4.0) == 3.0
+
+    def test_default_when_nothing_else(self) -> None:
+        assert resolve_ttl(None, None, None, 4.0) == 4.0
+
+    def test_zero_is_a_value_not_absence(self) -> None:
+        assert resolve_ttl(0.0, 2.0, 3.0, 4.0) == 0.0
+        assert resolve_ttl(None, 0.0, 3.0, 4.0) == 0.0
+        assert resolve_ttl(None, None, 0.0, 4.0) == 0.0
+        assert resolve_ttl(None, None, None, 0.0) == 0.0
+
+    def test_negative_values_are_clamped(self) -> None:
+        assert resolve_ttl(-5.0, 2.0, 3.0, 4.0) == 0.0
+        assert resolve_ttl(None, None, None, -1.0) == 0.0
+
+    @given(
+        st.none() | st.floats(0, 1e6),
+        st.none() | st.floats(0, 1e6),
+        st.none() | st.floats(0, 1e6),
+        st.floats(0, 1e6),
+    )
+    def test_first_present_wins(
+        self,
+        override: float | None,
+        decorator_ttl: float | None,
+        declared: float | None,
+        default: float,
+    ) -> None:
+        expected = next(v for v in (override, decorator_ttl, declared, default) if v is not None)
+        assert resolve_ttl(override, decorator_ttl, declared, default) == expected
+
+
+# ------------------------------------------------------------------ stale windows
+
+
+class TestResponseStaleWindows:
+    def test_absent(self) -> None:
+        assert policy.response_stale_windows([("Cache-Control", "max-age=5")]) == (None, None)
+
+    def test_both(self) -> None:
+        lines = [("Cache-Control", "max-age=5, stale-while-revalidate=30, STALE-IF-ERROR=600")]
+        assert policy.response_stale_windows(lines) == (30.0, 600.0)
+
+    def test_malformed_values_are_ignored(self) -> None:
+        lines = [("Cache-Control", "stale-while-revalidate=-1, stale-if-error")]
+        assert policy.response_stale_windows(lines) == (None, None)
+
+    def test_spread_over_lines(self) -> None:
+        lines = [
+            ("Cache-Control", "stale-if-error=9"),
+            ("cache-control", "stale-while-revalidate=0"),
+        ]
+        assert policy.response_stale_windows(lines) == (0.0, 9.0)
+
+
+# ------------------------------------------------------------------ request_decision
+
+
+class TestRequestDecision:
+    @pytest.mark.parametrize("method", ["GET", "HEAD"])
+    def test_safe_methods_are_allowed(self, method: str) -> None:
+        assert request_decision(method, False, False) == policy.ALLOWED
+
+    @pytest.mark.parametrize(
+        "method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "get", ""]
+    )
+    def test_other_methods_are_refused(self, method: str) -> None:
+        assert request_decision(method, False, True) == Decision(False, "method")
+
+    def test_authorization_without_keying_is_refused(self) -> None:
+        assert request_decision("GET", True, False) == Decision(False, "authorization")
+
+    def test_authorization_keyed_is_allowed(self) -> None:
+        assert request_decision("GET", True, True).allowed
+        assert request_decision("HEAD", True, True).allowed
+
+    def test_keying_without_authorization_is_allowed(self) -> None:
+        assert request_decision("GET", False, True).allowed
+
+    def test_method_is_checked_first(self) -> None:
+        assert request_decision("POST", True, False).reason == "method"
+
+
+class TestRequestDirectives:
+    @pytest.mark.parametrize("value", [None, ""])
+    def test_absent_or_empty(self, value: str | None) -> None:
+        assert policy.request_directives(value) == policy.NO_DIRECTIVES
+        assert policy.RequestDirectives() == policy.NO_DIRECTIVES
+
+    def test_all(self) -> None:
+        parsed = policy.request_directives("No-Cache, no-store, MAX-AGE=10, only-if-cached")
+        assert parsed == policy.RequestDirectives(
+            no_cache=True, no_store=True, max_age=10, only_if_cached=True
+        )
+
+    def test_max_age_zero_is_not_absent(self) -> None:
+        assert policy.request_directives("max-age=0").max_age == 0
+
+    @pytest.mark.parametrize("value", ["max-age", "max-age=-1", "max-age=soon"])
+    def test_malformed_max_age_is_none(self, value: str) -> None:
+        assert policy.request_directives(value).max_age is None
+
+    def test_unrelated_directives(self) -> None:
+        assert policy.request_directives("public, foo=bar") == policy.NO_DIRECTIVES
+
+
+# ------------------------------------------------------------------ storable_headers
+
+
+class TestStorableHeaders:
+    @pytest.mark.parametrize(
+        "name",
+        sorted(policy.HOP_BY_HOP | policy.NOT_STORED),
+    )
+    def test_hop_by_hop_and_recomputed_headers_are_dropped(self, name: str) -> None:
+        for spelling in (name, name.upper(), name.title()):
+            kept = storable_headers([("Content-Type", "text/plain"), (spelling, "x")])
+            assert kept == [("Content-Type", "text/plain")]
+
+    def test_content_length_is_dropped(self) -> None:
+        lines = [("Content-Length", "12"), ("ETag", '"a"')]
+        assert storable_headers(lines) == [("ETag", '"a"')]
+
+    def test_connection_listed_headers_are_dropped(self) -> None:
+        lines = [
+            ("Connection", "close, X-Hop"),
+            ("X-Hop", "1"),
+            ("x-hop", "2"),
+            ("X-Kept", "3"),
+            ("connection", "X-Other"),
+            ("X-OTHER", "4"),
+        ]
+        assert storable_headers(lines) == [("X-Kept", "3")]
+
+    def test_repeats_and_order_and_spelling_are_kept(self) -> None:
+        lines = [
+            ("Link", "</a>; rel=preload"),
+            ("Content-Type", "text/html"),
+            ("link", "</b>; rel=preload"),
+            ("X-Thing", "é ünïcode"),
+            ("Link", "</c>; rel=preload"),
+        ]
+        assert storable_headers(lines) == lines
+
+    def test_accepts_a_generator(self) -> None:
+        lines = [("Connection", "x-a"), ("X-A", "1"), ("X-B", "2")]
+        assert storable_headers(line for line in lines) == [("X-B", "2")]
+
+    def test_empty(self) -> None:
+        assert storable_headers([]) == []
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    ["Content-Type", "X-A", "x-b", "Connection", "Content-Length", "Age", "TE"]
+                ),
+                st.sampled_from(["1", "x-a", "X-B, te", ""]),
+            ),
+            max_size=12,
+        )
+    )
+    def test_result_is_an_ordered_subsequence_without_dropped_names(
+        self, lines: list[tuple[str, str]]
+    ) -> None:
+        kept = storable_headers(lines)
+        listed = connection_listed(v for n, v in lines if n.lower() == "connection")
+        dropped = policy.HOP_BY_HOP | policy.NOT_STORED | listed
+        assert kept == [line for line in lines if line[0].lower() not in dropped]
