@@ -80,7 +80,10 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
 
 
 def _split_commas(value: str) -> list[str]:
-    # Commas inside quoted strings (e.g. no-cache="a, b") do not separate directives.
+    # Commas inside quoted strings (e.g. no-cache="a, b") do not separate directives; with
+    # an unclosed quote every comma does, so a malformed value cannot hide a no-store.
+    if value.count('"') % 2:
+        return [part.strip() for part in value.split(",") if part.strip()]
     parts: list[str] = []
     current: list[str] = []
     quoted = False

@@ -509,3 +509,9 @@ class TestStorableHeaders:
         listed = connection_listed(v for n, v in lines if n.lower() == "connection")
         dropped = policy.HOP_BY_HOP | policy.NOT_STORED | listed
         assert kept == [line for line in lines if line[0].lower() not in dropped]
+
+
+def test_unclosed_quote_cannot_hide_no_store() -> None:
+    from cachekit.policy import parse_cache_control
+
+    assert "no-store" in parse_cache_control('ext="oops, no-store')
