@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
 
 from aiohttp import web
 
 from cachekit.backends.base import Store
+from cachekit.backends.cluster import ClusterStore
 from cachekit.backends.memory import MemoryStore
 from cachekit.backends.redis import RedisStore
+from cachekit.backends.sentinel import SentinelStore
 from cachekit.cache import Cache
 from cachekit.invalidation import unsafe_method_middleware
 from cachekit.settings import CacheSettings, load_settings
@@ -17,18 +22,35 @@ from cachekit.settings import CacheSettings, load_settings
 log = logging.getLogger("cachekit")
 
 CACHE_APP_KEY: web.AppKey[Cache] = web.AppKey("cachekit_cache", Cache)
+#: Seconds a tag purge marker outlives the fill lock lifetime.
+PURGE_MARKER_MARGIN: Final = 60.0
 
 
 def build_store(settings: CacheSettings) -> Store:
-    """The store the settings ask for: Redis when `redis_url` is set, else the embedded one."""
-    if settings.redis_url:
-        return RedisStore.from_url(
-            settings.redis_url,
-            settings.namespace,
-            settings.redis_timeout,
+    """The store the settings ask for: Redis when `redis_url` is set (standalone, cluster or
+    Sentinel, by `redis_mode`), else the embedded one."""
+    # A purge marker must outlive any fill it may void: fills hold their lock up to lock_ttl.
+    purge_window = settings.lock_ttl + PURGE_MARKER_MARGIN
+    if not settings.redis_url:
+        return MemoryStore(
+            settings.memory_max_bytes,
             max_variants=settings.max_variants,
+            purge_window=purge_window,
         )
-    return MemoryStore(settings.memory_max_bytes, max_variants=settings.max_variants)
+    url, namespace, timeout = settings.redis_url, settings.namespace, settings.redis_timeout
+    skew, variants = settings.purge_clock_skew, settings.max_variants
+    if settings.redis_mode == "cluster":
+        return ClusterStore.from_url(
+            url, namespace, timeout, variants, purge_window=purge_window, clock_skew=skew
+        )
+    if settings.redis_mode == "sentinel":
+        service = settings.redis_sentinel_service or ""
+        return SentinelStore.connect(
+            url, service, namespace, timeout, variants, purge_window=purge_window, clock_skew=skew
+        )
+    return RedisStore.from_url(
+        url, namespace, timeout, variants, purge_window=purge_window, clock_skew=skew
+    )
 
 
 def setup_cache(
@@ -48,7 +70,17 @@ def setup_cache(
 
     async def cache_lifecycle(_: web.Application) -> AsyncIterator[None]:
         log.info("%s store, namespace %r", cache.stats()["store"], resolved.namespace)
+        publisher = None
+        if cache.store.remote and resolved.stats_interval > 0:
+            publisher = asyncio.get_running_loop().create_task(
+                cache.publish_counters_every(resolved.stats_interval)
+            )
         yield
+        if publisher is not None:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            await cache.publish_counters()  # the last few seconds' worth
         await cache.close()
 
     app.cleanup_ctx.append(cache_lifecycle)

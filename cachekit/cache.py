@@ -6,12 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from aiohttp.web import UrlDispatcher
 
-from cachekit.backends.base import Store, StoreError
+from cachekit.backends.base import CounterSink, Store, StoreError
 from cachekit.backends.memory import MemoryStore
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import Flights
@@ -25,6 +26,14 @@ log = logging.getLogger("cachekit")
 UNKNOWN_GENERATION: Final = -1
 #: Bound on explicit operations (invalidate, purge by tag, clear), which may touch many keys.
 ADMIN_TIMEOUT: Final = 30.0
+#: Counters published to a shared store for `python -m cachekit stats`.
+PUBLISHED_COUNTERS: Final = ("hits", "stale_hits", "misses", "stores", "bypasses", "errors")
+
+# Wall-clock time of the latest lookup in this task. A fill or refresh runs in a task started
+# right after the lookup that missed (tasks inherit the context), and the handler runs after
+# it: so this bounds from below when the handler began reading its data, which is what the
+# tag purge race check needs (see `Cache.save`).
+_LOOKED_UP_AT: ContextVar[float] = ContextVar("cachekit_looked_up_at")
 
 
 @dataclass(slots=True)
@@ -74,6 +83,7 @@ class Cache:
         self._learned_vary: dict[str, tuple[str, ...]] = {}
         #: The app's router, set by `setup_cache`, to find a handler's route for purges.
         self.router: UrlDispatcher | None = None
+        self._published: dict[str, int] = {}
 
     def stats(self) -> dict[str, Any]:
         """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts."""
@@ -88,6 +98,7 @@ class Cache:
     async def lookup(self, key: str) -> tuple[CachedResponse | None, int]:
         """The entry for `key`, or None; never raises. A failed lookup reports
         `UNKNOWN_GENERATION` so the caller does not try to store afterwards."""
+        _LOOKED_UP_AT.set(time.time())
         if self._memory is not None:
             return self._memory.get_now(key), 0
         if not self.breaker.allow():
@@ -105,12 +116,22 @@ class Cache:
         self.breaker.record_success()
         return result
 
-    async def save(self, key: str, entry: CachedResponse) -> bool:
-        """Store an entry; False (after counting and logging) when the store failed."""
+    async def save(
+        self, key: str, entry: CachedResponse, started_at: float | None = None
+    ) -> bool:
+        """Store an entry; False (after counting and logging) when the store failed.
+
+        `started_at`: wall-clock time (`time.time()`) the fill began, before the handler
+        ran. Defaults to the time of this task's latest `lookup`, which precedes every fill.
+        If one of the entry's tags was purged since, nothing is stored (False): the
+        response may predate the purge.
+        """
         if entry.generation == UNKNOWN_GENERATION:
             return False
+        if started_at is None:
+            started_at = _LOOKED_UP_AT.get(time.time())
         try:
-            stored = await self._guarded(self.store.set(key, entry))
+            stored = await self._guarded(self.store.set(key, entry, started_at))
         except ValueError as exc:  # e.g. a NUL byte in a header: cannot be kept faithfully
             log.debug("response for %r not storable: %s", key, exc)
             return False
@@ -136,6 +157,11 @@ class Cache:
             raise TypeError("parameters are only meaningful with a @cached handler")
         return int(await self._strict(self.store.delete_variants(bases)))
 
+    async def invalidate_variants(self, *base_keys: str) -> int:
+        """Remove the entries under these base keys together with all their Vary variants;
+        returns how many existed. Raises `StoreError` when the store cannot be reached."""
+        return int(await self._strict(self.store.delete_variants(list(base_keys))))
+
     async def invalidate_tags(self, *tags: str) -> int:
         """Remove every entry stored under any of these tags; raises `StoreError` on failure."""
         return int(await self._strict(self.store.invalidate_tags(tags)))
@@ -143,6 +169,27 @@ class Cache:
     async def clear(self) -> None:
         """Drop every entry of this namespace; raises `StoreError` on failure."""
         await self._strict(self.store.clear())
+
+    async def publish_counters(self) -> None:
+        """Add this process's counters since the last call to the store's shared totals
+        (a shared store only; failures are counted, never raised)."""
+        sink = self.store
+        if not isinstance(sink, CounterSink):
+            return
+        current = {name: int(getattr(self.counters, name)) for name in PUBLISHED_COUNTERS}
+        delta = {
+            name: value - self._published.get(name, 0)
+            for name, value in current.items()
+            if value != self._published.get(name, 0)
+        }
+        if delta and await self._guarded(sink.add_counters(delta)):
+            self._published = current
+
+    async def publish_counters_every(self, interval: float) -> None:
+        """Publish counters every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.publish_counters()
 
     async def close(self) -> None:
         """Finish (or cancel) fills and refreshes, then release the store's connections."""

@@ -57,8 +57,8 @@ def not_modified(
 ) -> bool:
     """May a stored response with this status, ETag and header lines be answered by 304?
 
-    Only 2xx responses are; If-None-Match takes precedence over If-Modified-Since, which
-    counts only when the handler set Last-Modified.
+    Only 2xx responses are; If-None-Match takes precedence over If-Modified-Since, which is
+    judged against Last-Modified or, without it, the stored Date (RFC 9111 §4.3.2).
     """
     if not 200 <= status < 300:
         return False
@@ -66,7 +66,7 @@ def not_modified(
         return bool(etag) and none_match(if_none_match, etag)
     if if_modified_since is None:
         return False
-    last_modified = header_values(lines, "Last-Modified")
+    last_modified = header_values(lines, "Last-Modified") or header_values(lines, "Date")
     since = parse_http_date(if_modified_since)
     modified = parse_http_date(last_modified[0]) if last_modified else None
     return since is not None and modified is not None and modified <= since

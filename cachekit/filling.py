@@ -16,7 +16,13 @@ from cachekit.entry import CachedResponse
 from cachekit.flight import FillOutcome
 from cachekit.guard import RateLimitedLog
 from cachekit.handler_spec import HandlerSpec
-from cachekit.responses import ETAG_HEADER, header_lines, storable_body, to_entry
+from cachekit.responses import (
+    ETAG_HEADER,
+    add_freshness,
+    header_lines,
+    storable_body,
+    to_entry,
+)
 from cachekit.tagging import runtime_tags
 
 log = logging.getLogger("cachekit")
@@ -27,6 +33,7 @@ Call = Callable[[], Awaitable[web.StreamResponse]]
 SHAREABLE_REASONS: Final = frozenset({"status", "ttl-zero", "too-large", "not-stored"})
 STALE_IF_ERROR: Final = "hit; fwd=stale; detail=stale-if-error"
 COLLAPSED: Final = "fwd=miss; collapsed"
+STORED: Final = "fwd=miss; stored"
 
 
 @dataclass(slots=True)
@@ -187,7 +194,9 @@ async def store_response(
     elif await cache.save(key, entry):
         if ETAG_HEADER not in response.headers:
             response.headers[ETAG_HEADER] = entry.etag
-        return "fwd=miss; stored", entry, key, vary
+        if job.emit_cache_control:
+            add_freshness(response.headers, entry.headers, int(entry.ttl))
+        return STORED, entry, key, vary
     else:
         reason = "not-stored"
     shared = entry if reason in SHAREABLE_REASONS else None
@@ -235,26 +244,28 @@ def _entry(
     settings = cache.settings
     now = cache.clock()
     declared_grace, declared_if_error = policy.response_stale_windows(lines)
+    grace = policy.resolve_ttl(
+        settings.stale_ttl_override(spec.name), spec.stale_ttl, declared_grace, settings.stale_ttl
+    )
+    if_error = policy.resolve_ttl(
+        None, spec.stale_if_error, declared_if_error, settings.stale_if_error
+    )
+    if policy.revalidation_required(lines):
+        grace = if_error = 0.0
     return to_entry(
         status,
         lines,
         body,
-        stored_at=now,
+        # An Age the response arrived with counts towards its freshness and its Age header.
+        stored_at=now - policy.received_age(lines),
         ttl=policy.resolve_ttl(
             settings.ttl_override(spec.name),
             spec.ttl,
             policy.response_ttl(lines, now),
             settings.default_ttl,
         ),
-        grace=policy.resolve_ttl(
-            settings.stale_ttl_override(spec.name),
-            spec.stale_ttl,
-            declared_grace,
-            settings.stale_ttl,
-        ),
-        stale_if_error=policy.resolve_ttl(
-            None, spec.stale_if_error, declared_if_error, settings.stale_if_error
-        ),
+        grace=grace,
+        stale_if_error=if_error,
         tags=tags,
         generation=generation,
         compress=compress,

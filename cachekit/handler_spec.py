@@ -86,7 +86,9 @@ class HandlerSpec:
             key_function=key if callable(key) else None,
             tags=() if callable(tags) else tuple(tags),
             tag_function=tags if callable(tags) else None,
-            vary=keys.normalise_header_names(vary),
+            # RFC 9111 §4: the target URI, host included, is part of the default key. As a
+            # key suffix (not in the base) it still lets purges reach every host's copy.
+            vary=keys.normalise_header_names(["host", *vary] if key is None else vary),
             statuses=status_set,
             unless=unless,
             emit_cache_control=emit_cache_control,

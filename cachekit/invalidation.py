@@ -16,11 +16,11 @@ from cachekit import keys
 from cachekit.backends.base import StoreError
 from cachekit.guard import RateLimitedLog
 from cachekit.handler_spec import HandlerSpec
+from cachekit.policy import SAFE_METHODS
 
 log = logging.getLogger("cachekit")
 _failure_log = RateLimitedLog()
 
-UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SPEC_ATTRIBUTE: Final = "__cachekit_spec__"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,7 +37,7 @@ def unsafe_method_middleware(
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method not in UNSAFE_METHODS:
+        if request.method in SAFE_METHODS:
             return await handler(request)
         try:
             response = await handler(request)
@@ -62,7 +62,8 @@ async def _purge_targets(
         value = response.headers.get(name)
         if value:
             url = URL(value, encoded=True)
-            if not url.is_absolute() or url.raw_host == request.url.raw_host:
+            # Same origin only (scheme, host and port): RFC 9111 §4.4.
+            if not url.is_absolute() or url.origin() == request.url.origin():
                 targets.append(url.raw_path)
     try:
         await invalidate_tags(*{keys.path_tag(target) for target in targets})

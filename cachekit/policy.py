@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Final
 
 CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD"})
+#: RFC 9110 §9.2.1: every other method is unsafe and invalidates (RFC 9111 §4.4).
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 DEFAULT_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 
 # RFC 9110 §7.6.1: connection-specific fields, never forwarded and so never stored.
@@ -75,7 +77,9 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
         name = name.strip().lower()
         if not name:
             continue
-        directives[name] = argument.strip().strip('"') if sep else None
+        # A repeated directive keeps its first value (RFC 9111 §4.2.1: duplicates are invalid;
+        # the first is the conservative reading used by most caches).
+        directives.setdefault(name, argument.strip().strip('"') if sep else None)
     return directives
 
 
@@ -225,6 +229,20 @@ def storable_headers(lines: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         | connection_listed(value for name, value in materialised if name.lower() == "connection")
     )
     return [(name, value) for name, value in materialised if name.lower() not in dropped]
+
+
+def revalidation_required(lines: Sequence[tuple[str, str]]) -> bool:
+    """must-revalidate, proxy-revalidate or s-maxage: a shared cache may not serve the
+    response stale (RFC 9111 §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10)."""
+    cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
+    return not cache_control.keys().isdisjoint({"must-revalidate", "proxy-revalidate", "s-maxage"})
+
+
+def received_age(lines: Sequence[tuple[str, str]]) -> float:
+    """The Age the response already had when the handler returned it (RFC 9111 §4.2.3)."""
+    values = header_values(lines, "Age")
+    seconds = delta_seconds(values[0].strip()) if values else None
+    return float(seconds) if seconds is not None else 0.0
 
 
 def response_stale_windows(lines: Sequence[tuple[str, str]]) -> tuple[float | None, float | None]:

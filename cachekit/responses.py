@@ -6,7 +6,7 @@ from email.utils import formatdate
 from typing import Final
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MutableMultiMapping
 
 from cachekit import conditional, policy
 from cachekit.entry import CachedResponse, body_etag
@@ -101,7 +101,8 @@ def from_entry(
     headers.add(CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={remaining}")
     headers[X_CACHE] = x_cache
     if emit_cache_control:
-        add_freshness(headers, entry.headers, remaining)
+        # The whole lifetime: with `Age` beside it, downstream sees exactly what remains.
+        add_freshness(headers, entry.headers, int(entry.ttl))
     if not_modified:
         return web.Response(status=304, headers=headers)
     response = web.Response(status=entry.status, body=entry.body, headers=headers)
@@ -111,13 +112,13 @@ def from_entry(
 
 
 def add_freshness(
-    headers: CIMultiDict[str], stored: tuple[tuple[str, str], ...], remaining: int
+    headers: MutableMultiMapping[str], stored: tuple[tuple[str, str], ...], lifetime: int
 ) -> None:
     """Tell browsers and CDNs how long the copy stays fresh, unless the handler did."""
     if not policy.header_values(stored, "Cache-Control") and not policy.header_values(
         stored, "Expires"
     ):
-        headers["Cache-Control"] = f"public, max-age={max(0, remaining)}"
+        headers["Cache-Control"] = f"public, max-age={max(0, lifetime)}"
 
 
 def mark(headers: CIMultiDict[str] | web.StreamResponse, x_cache: str, status: str) -> None:

@@ -11,7 +11,7 @@ from cachekit import conditional, policy
 from cachekit.app import cache_of
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
-from cachekit.filling import STALE_IF_ERROR, Call, Job, fill, refresh
+from cachekit.filling import STALE_IF_ERROR, STORED, Call, Job, fill, refresh
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
 from cachekit.responses import CACHE_TAG_HEADER, from_entry, mark
@@ -148,13 +148,13 @@ def _answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
     now = job.cache.clock()
     if outcome.error is not None:
         if isinstance(outcome.error, web.HTTPException):
-            if outcome.shared is not None and outcome.status.endswith("stored"):
+            if outcome.shared is not None and outcome.status == STORED:
                 return answer(job, outcome.shared, now, outcome.status, outcome.x_cache)
             mark(outcome.error.headers, outcome.x_cache, outcome.status)
             outcome.error.headers.popall(CACHE_TAG_HEADER, None)
         raise outcome.error
     if outcome.response is not None:
-        stored = outcome.shared is not None and outcome.status.endswith("stored")
+        stored = outcome.shared is not None and outcome.status == STORED
         if stored and (
             "If-None-Match" in job.request.headers or "If-Modified-Since" in job.request.headers
         ):

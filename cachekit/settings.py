@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
+
+from cachekit.backends.sentinel import parse_sentinel_url
 
 ENV_PREFIX = "CACHEKIT_"
 NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -117,6 +119,34 @@ class CacheSettings(BaseSettings):
     max_key_length: int = Field(
         default=250, ge=128, le=4096, description="Longer keys are replaced by a hash digest."
     )
+    redis_mode: Literal["standalone", "cluster", "sentinel"] = Field(
+        default="standalone",
+        description=(
+            "How to reach Redis. standalone: one server at CACHEKIT_REDIS_URL. cluster: a"
+            " Redis Cluster, CACHEKIT_REDIS_URL names any node (redis://host:port). sentinel:"
+            " CACHEKIT_REDIS_URL lists the Sentinels (redis://[:password@]h1:26379,h2:26379[/db])"
+            " and CACHEKIT_REDIS_SENTINEL_SERVICE names the primary."
+        ),
+    )
+    redis_sentinel_service: str | None = Field(
+        default=None, description="The Sentinel service (master) name; sentinel mode only."
+    )
+    purge_clock_skew: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        allow_inf_nan=False,
+        description=(
+            "Seconds the clocks of app processes may disagree. A fill that began less than"
+            " this long after a purge of one of its tags is not stored (it might predate it)."
+        ),
+    )
+    stats_interval: float = Field(
+        default=10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds between publishing this process's counters to Redis; 0: never.",
+    )
 
     @field_validator("ttls", "stale_ttls", mode="before")
     @classmethod
@@ -134,6 +164,34 @@ class CacheSettings(BaseSettings):
         if not value.startswith(schemes):
             raise ValueError(f"must start with one of {', '.join(schemes)}")
         return value
+
+    @model_validator(mode="after")
+    def _check_redis_mode(self) -> CacheSettings:
+        # Errors name their variable themselves: they concern a combination of settings.
+        mode = self.redis_mode
+        if mode == "standalone":
+            return self
+        if self.redis_url is None:
+            raise ValueError(f"{ENV_PREFIX}REDIS_URL: required when {ENV_PREFIX}REDIS_MODE={mode}")
+        if mode == "cluster":
+            if not self.redis_url.startswith(("redis://", "rediss://")):
+                raise ValueError(
+                    f"{ENV_PREFIX}REDIS_URL: a cluster node must be redis://host:port or rediss://"
+                )
+            if "," in self.redis_url:
+                raise ValueError(
+                    f"{ENV_PREFIX}REDIS_URL: name one cluster node; the others are discovered"
+                )
+            return self
+        try:
+            parse_sentinel_url(self.redis_url)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_PREFIX}REDIS_URL: {exc}") from None
+        if not (self.redis_sentinel_service or "").strip():
+            raise ValueError(
+                f"{ENV_PREFIX}REDIS_SENTINEL_SERVICE: required when {ENV_PREFIX}REDIS_MODE=sentinel"
+            )
+        return self
 
     def ttl_override(self, handler_name: str) -> float | None:
         """The operator's TTL for this handler, if one is configured."""
@@ -162,6 +220,9 @@ def _describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         location = [str(part) for part in error["loc"]]
+        if not location:  # a check across settings; its message names the variables
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
         variable = ENV_PREFIX + location[0].upper()
         if len(location) > 1:
             # Set either as JSON in CACHEKIT_TTLS or as CACHEKIT_TTLS__NAME: name both.

@@ -123,11 +123,15 @@ async def test_learned_vary_reaches_other_processes_through_stubs(
 
     one = await aiohttp_client(make_app(routes, store=make_store("redis", real_redis_url))[0])
     two = await aiohttp_client(make_app(routes, store=make_store("redis", real_redis_url))[0])
-    assert await (await one.get("/greet", headers={"Accept-Language": "fr"})).text() == "fr"
+
+    def lang(value: str) -> dict[str, str]:  # one site behind a load balancer: one Host
+        return {"Accept-Language": value, "Host": "shop.example"}
+
+    assert await (await one.get("/greet", headers=lang("fr"))).text() == "fr"
     # The second app has not learned the Vary yet: the stub sends it to the right variant.
-    hit = await two.get("/greet", headers={"Accept-Language": "fr"})
+    hit = await two.get("/greet", headers=lang("fr"))
     assert hit.headers["X-Cache"] == "HIT" and await hit.text() == "fr"
-    other = await two.get("/greet", headers={"Accept-Language": "de"})
+    other = await two.get("/greet", headers=lang("de"))
     assert other.headers["X-Cache"] == "MISS" and await other.text() == "de"
     assert calls == {"fr": 1, "de": 1}
 

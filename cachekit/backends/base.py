@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from cachekit.entry import CachedResponse
 
@@ -28,12 +28,14 @@ class Store(Protocol):
         """The entry under `key` (None when absent) and the current generation."""
         ...
 
-    async def set(self, key: str, entry: CachedResponse) -> bool:
+    async def set(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
         """Store `entry` for `entry.keep_for()` seconds and index it under its tags.
 
         A key `base#variant` is a Vary variant of `base`; False means it was not stored
-        because `base` already has the maximum number of live variants. Raises ValueError
-        for an entry that cannot be encoded.
+        because `base` already has the maximum number of live variants. `started_at` is the
+        wall-clock time (`time.time()`) the fill began, before the handler ran: when given,
+        False also means one of the entry's tags was purged since, so the response may
+        predate the purge. Raises ValueError for an entry that cannot be encoded.
         """
         ...
 
@@ -46,7 +48,11 @@ class Store(Protocol):
         ...
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
-        """Remove every entry stored under any of these tags; returns how many."""
+        """Remove every entry stored under any of these tags; returns how many.
+
+        Also voids fills of these tags still in flight: `set` with an earlier `started_at`
+        stores nothing, so no entry of a purged tag is served afterwards.
+        """
         ...
 
     async def clear(self) -> None:
@@ -63,4 +69,13 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class CounterSink(Protocol):
+    """A shared store that keeps namespace-wide counters for operators (`python -m cachekit`)."""
+
+    async def add_counters(self, counts: Mapping[str, int]) -> None:
+        """Add these per-process counter increments to the shared totals."""
         ...

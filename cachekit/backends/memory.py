@@ -29,7 +29,11 @@ class MemoryStore:
     remote = False
 
     def __init__(
-        self, max_bytes: int, clock: Callable[[], float] = time.time, max_variants: int = 32
+        self,
+        max_bytes: int,
+        clock: Callable[[], float] = time.time,
+        max_variants: int = 32,
+        purge_window: float = 90.0,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_variants = max_variants
@@ -38,6 +42,10 @@ class MemoryStore:
         self._entries: OrderedDict[str, tuple[CachedResponse, int]] = OrderedDict()
         self._tags: dict[str, set[str]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        # Tag -> wall-clock time of its last purge, oldest first, kept `purge_window` seconds:
+        # a fill that began before a purge of one of its tags must not store afterwards.
+        self._purged: OrderedDict[str, float] = OrderedDict()
+        self.purge_window = purge_window
         self.used_bytes = 0
 
     def __len__(self) -> int:
@@ -59,8 +67,10 @@ class MemoryStore:
         """See `Store.get`; this store has a single generation."""
         return self.get_now(key), 0
 
-    async def set(self, key: str, entry: CachedResponse) -> bool:
+    async def set(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
         """See `Store.set`; an entry larger than the whole budget is not kept."""
+        if started_at is not None and self._purged_since(entry.tags, started_at):
+            return False
         cost = entry_cost(key, entry)
         base, mark, _ = key.partition("#")
         if key in self._entries:
@@ -97,8 +107,21 @@ class MemoryStore:
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
         """See `Store.invalidate_tags`."""
-        keys = set().union(*(self._tags.get(tag, set()) for tag in tags))
+        names = list(tags)
+        now = time.time()
+        # One clock for purges and fill starts (`time.time()`, like `started_at`), not the
+        # injected TTL clock. One process, no skew: a fill that began at or before a purge
+        # (same reading included) is refused, one that began after is not.
+        for name in names:
+            self._purged[name] = now
+            self._purged.move_to_end(name)
+        while self._purged and next(iter(self._purged.values())) < now - self.purge_window:
+            self._purged.popitem(last=False)
+        keys = set().union(*(self._tags.get(tag, set()) for tag in names))
         return await self.delete(list(keys))
+
+    def _purged_since(self, tags: Iterable[str], started_at: float) -> bool:
+        return any(self._purged.get(tag, -1.0) >= started_at for tag in tags)
 
     async def clear(self) -> None:
         """See `Store.clear`."""

@@ -4,115 +4,149 @@ Key layout, for namespace `ns` and logical key `k` = base `b` + optional `#varia
     ns:gen          the namespace generation; clear() increments it (O(1))
     ns:e:{b}#v      an encoded entry, expiring when its last stale window ends
     ns:l:{b}#v      the fill lock of that entry
+    ns:p:{b}#v      an entry parked by a Redis Cluster fill until its tags are checked
     ns:v:{b}        the set of variant suffixes stored for base b (Vary), capped
-    ns:t:TAG        the set of logical keys stored under TAG
-Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot.
+    ns:t:{=TAG}     the sorted set of logical keys stored under TAG, scored by expiry (ms)
+    ns:tp:{=TAG}    when TAG was last purged (ms since the epoch, purging client's clock)
+    ns:stats        counters (hits, misses, ...) published by every process, for the CLI
+Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
+tag's index and purge marker share `{=TAG}` (the `=` keeps the hash tag non-empty).
+
+Tag purges and racing fills. A purge of TAG (1) writes the marker `ns:tp:{=TAG}` = now,
+then (2) walks the index in batches, removing each batch from the index and then deleting
+its entries. A fill that began at time S stores its entry and indexes it atomically, but
+only if no marker of its tags is later than S minus the clock-skew margin. So either the
+fill ran after (1) and saw the marker (it stores nothing), or it ran before (1), its member
+was in the index for the whole walk, and (2) deleted the entry. No entry of a purged tag is
+served afterwards, for fills shorter than the marker's lifetime (`lock_ttl` + 60 s). Redis
+Cluster keeps the same guarantee with a three-step fill (see `cluster.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
+from cachekit.backends import scripts
 from cachekit.backends.base import StoreError
 from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
 
 log = logging.getLogger("cachekit.redis")
 
-# KEYS[1]: a key; ARGV[1]: the value it must still hold. Deletes the key only if it does.
-# Returns 1 when deleted, else 0. Used for lock release and for damaged entries, so a value
-# written by someone else in the meantime is never removed.
-COMPARE_AND_DELETE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-# KEYS[1]: the entry key; KEYS[2]: the variant set of its base key.
-# ARGV[1]: encoded entry; ARGV[2]: lifetime in ms; ARGV[3]: the variant suffix;
-# ARGV[4]: most variants per base; ARGV[5]: the entry-key prefix of the base.
-# Stores the entry and records the variant unless the base already has ARGV[4] live variants
-# and this one is new (variants whose entries expired are trimmed first). Returns 1 if stored.
-SET_VARIANT: Final = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 0 then
-    if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then
-        for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-            if redis.call('EXISTS', ARGV[5] .. member) == 0 then
-                redis.call('SREM', KEYS[2], member)
-            end
-        end
-        if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then
-            return 0
-        end
-    end
-    redis.call('SADD', KEYS[2], ARGV[3])
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
-return 1
-"""
+#: Everything redis-py raises for an unreachable or misbehaving server.
+REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
+#: Members read from a tag index, and entries deleted, per round trip of a purge.
 TAG_BATCH: Final = 500
+#: Index members are trimmed this long after their entry expired: a margin for fills still
+#: in flight and for clocks of different cluster nodes that disagree slightly.
+TRIM_SLACK_MS: Final = 30_000
+#: Most expired members trimmed from one tag index per store (bounded work per call).
+TRIM_LIMIT: Final = 8
+
+Waiters = list[asyncio.Future[tuple[CachedResponse | None, int]]]
 
 
 class RedisStore:
-    """A `Store` on one Redis server. Lookups issued in the same event-loop turn share one
-    MGET (together with the generation), so a hit costs a fraction of a round trip."""
+    """A `Store` on one Redis server (or a Sentinel-managed primary). Lookups issued in the
+    same event-loop turn share one MGET (together with the generation), so a hit costs a
+    fraction of a round trip.
+
+    `purge_window`: seconds a tag's purge marker is kept, the longest fill it protects
+    against. `clock_skew`: seconds the clocks of purging and filling processes may disagree.
+    """
 
     remote = True
 
     def __init__(
-        self, client: Redis, namespace: str, timeout: float, max_variants: int = 32
+        self,
+        client: Redis | RedisCluster,
+        namespace: str,
+        timeout: float,
+        max_variants: int = 32,
+        *,
+        purge_window: float = 90.0,
+        clock_skew: float = 1.0,
     ) -> None:
-        self._redis = client
+        # Typed loosely: the commands used here are common to Redis and RedisCluster.
+        self._redis: Any = client
         self._namespace = namespace
         self._timeout = timeout
         self._max_variants = max_variants
+        self._purge_window_ms = max(1, int(purge_window * 1000))
+        self._clock_skew = clock_skew
+        self.trim_slack_ms = TRIM_SLACK_MS
         self._gen_key = f"{namespace}:gen"
-        self._pending: dict[str, list[asyncio.Future[tuple[CachedResponse | None, int]]]] = {}
+        self._pending: dict[str, Waiters] = {}
         self._batches: set[asyncio.Task[None]] = set()
-        self._compare_and_delete = client.register_script(COMPARE_AND_DELETE)
-        self._set_variant = client.register_script(SET_VARIANT)
+        self._compare_and_delete = client.register_script(scripts.COMPARE_AND_DELETE)
+        self._store_script = client.register_script(scripts.STORE)
 
     @classmethod
     def from_url(
-        cls, url: str, namespace: str, timeout: float, max_variants: int = 32
+        cls, url: str, namespace: str, timeout: float, max_variants: int = 32, **options: Any
     ) -> RedisStore:
-        """Connect lazily to `url`; no retries, since every call is bounded by `timeout`."""
-        client = Redis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=max(timeout, 1.0),
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-        )
-        return cls(client, namespace, timeout, max_variants)
+        """Connect lazily to `url`; no retries, since every call is bounded by `timeout`.
+        `options` are the keyword-only arguments of the constructor."""
+        client = Redis.from_url(url, **connection_options(timeout))
+        return cls(client, namespace, timeout, max_variants, **options)
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (for operator tooling; the app never needs it)."""
+        return self._redis
+
+    @property
+    def namespace(self) -> str:
+        """The prefix of every key of this store."""
+        return self._namespace
 
     def entry_key(self, key: str) -> str:
         """The Redis key holding the entry of logical key `key`."""
-        base, mark, variant = key.partition("#")
-        return f"{self._namespace}:e:{{{base}}}{mark}{variant}"
+        return self._slotted("e", key)
 
     def lock_key(self, key: str) -> str:
         """The Redis key holding the fill lock of logical key `key`."""
-        base, mark, variant = key.partition("#")
-        return f"{self._namespace}:l:{{{base}}}{mark}{variant}"
+        return self._slotted("l", key)
+
+    def pending_key(self, key: str) -> str:
+        """The Redis key where a cluster fill parks the entry of `key` until it is checked."""
+        return self._slotted("p", key)
 
     def variants_key(self, base: str) -> str:
         """The Redis key of the set of variant suffixes stored for base key `base`."""
         return f"{self._namespace}:v:{{{base}}}"
 
     def tag_key(self, tag: str) -> str:
-        """The Redis key of the set indexing the entries stored under `tag`."""
-        return f"{self._namespace}:t:{tag}"
+        """The Redis key of the sorted set indexing the entries stored under `tag`."""
+        return f"{self._namespace}:t:{{={tag}}}"
+
+    def purge_marker_key(self, tag: str) -> str:
+        """The Redis key recording when `tag` was last purged (same slot as its index)."""
+        return f"{self._namespace}:tp:{{={tag}}}"
+
+    @property
+    def generation_key(self) -> str:
+        """The Redis key of the namespace generation."""
+        return self._gen_key
+
+    @property
+    def stats_key(self) -> str:
+        """The Redis hash of counters published by the app processes."""
+        return f"{self._namespace}:stats"
+
+    def _slotted(self, kind: str, key: str) -> str:
+        base, mark, variant = key.partition("#")
+        return f"{self._namespace}:{kind}:{{{base}}}{mark}{variant}"
+
+    # ------------------------------------------------------------------ lookups
 
     def get(self, key: str) -> asyncio.Future[tuple[CachedResponse | None, int]]:
         """See `Store.get`. Resolves within the store timeout (or with `StoreError`)."""
@@ -125,21 +159,14 @@ class RedisStore:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
-        task = asyncio.get_running_loop().create_task(self._fetch(pending))
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
+        self._spawn(self._fetch(pending))
 
-    async def _fetch(
-        self, pending: dict[str, list[asyncio.Future[tuple[CachedResponse | None, int]]]]
-    ) -> None:
+    async def _fetch(self, pending: dict[str, Waiters]) -> None:
         keys = list(pending)
         try:
             async with asyncio.timeout(self._timeout):
-                values = cast(
-                    list[bytes | None],
-                    await self._redis.mget([self._gen_key, *map(self.entry_key, keys)]),
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
+                generation_raw, values = await self._read([self.entry_key(k) for k in keys])
+        except (*REDIS_ERRORS, TimeoutError) as exc:
             error = StoreError(f"redis lookup failed: {exc!r}")
             for waiters in pending.values():
                 _fail_all(waiters, error)
@@ -148,17 +175,16 @@ class RedisStore:
             for waiters in pending.values():
                 _fail_all(waiters, StoreError("redis lookup cancelled"))
             raise
-        generation = _as_int(values[0])
-        for key, raw in zip(keys, values[1:], strict=True):
+        generation = _as_int(generation_raw)
+        for key, raw in zip(keys, values, strict=True):
             self._resolve(key, raw, generation, pending[key])
 
-    def _resolve(
-        self,
-        key: str,
-        raw: bytes | None,
-        generation: int,
-        waiters: list[asyncio.Future[tuple[CachedResponse | None, int]]],
-    ) -> None:
+    async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
+        """The generation and these entries, in one round trip (one MGET)."""
+        values = cast(list[bytes | None], await self._redis.mget([self._gen_key, *entry_keys]))
+        return values[0], values[1:]
+
+    def _resolve(self, key: str, raw: bytes | None, generation: int, waiters: Waiters) -> None:
         result: tuple[CachedResponse | None, int] = (None, generation)
         if raw is not None:
             try:
@@ -177,7 +203,7 @@ class RedisStore:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._compare_and_delete(keys=[self.entry_key(key)], args=[raw])
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (*REDIS_ERRORS, TimeoutError) as exc:
             log.debug("could not delete damaged entry %r: %r", key, exc)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -185,63 +211,98 @@ class RedisStore:
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
 
-    async def set(self, key: str, entry: CachedResponse) -> bool:
-        """See `Store.set`. Tag sets live at least as long as their longest member."""
+    # ------------------------------------------------------------------ writes
+
+    async def set(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
+        """See `Store.set`. With `started_at` (wall-clock time the fill began), the entry is
+        not stored if one of its tags was purged since (minus the clock-skew margin)."""
         keep_ms = max(1, int(entry.keep_for() * 1000))
         data = encode(entry)
+        since = None if started_at is None else int((started_at - self._clock_skew) * 1000)
+        return await self._store(key, entry.tags, data, keep_ms, since)
+
+    async def _store(
+        self, key: str, tags: Sequence[str], data: bytes, keep_ms: int, since: int | None
+    ) -> bool:
+        """Store, cap variants, check purge markers and index tags in one atomic script."""
         base, mark, variant = key.partition("#")
-        if mark:
-            stored = await self._run(
-                self._set_variant(
-                    keys=[self.entry_key(key), self.variants_key(base)],
-                    args=[data, keep_ms, mark + variant, self._max_variants, self.entry_key(base)],
-                )
+        tag_keys = [k for tag in tags for k in (self.tag_key(tag), self.purge_marker_key(tag))]
+        stored = await self._run(
+            self._store_script(
+                keys=[self.entry_key(key), self.variants_key(base), *tag_keys],
+                args=[
+                    data,
+                    keep_ms,
+                    mark + variant,
+                    self._max_variants,
+                    self.entry_key(base),
+                    key,
+                    "" if since is None else since,
+                    self.trim_slack_ms,
+                    TRIM_LIMIT,
+                ],
             )
-            if not stored:
-                return False
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if not mark:
-                pipe.set(self.entry_key(key), data, px=keep_ms)
-            for tag in entry.tags:
-                tag_key = self.tag_key(tag)
-                pipe.sadd(tag_key, key)
-                pipe.pexpire(tag_key, keep_ms, gt=True)
-                pipe.pexpire(tag_key, keep_ms, nx=True)
-            await self._run(pipe.execute())
-        return True
+        )
+        return int(stored) == 1
 
     async def delete(self, keys: Sequence[str]) -> int:
         """See `Store.delete`."""
-        if not keys:
+        return await self._unlink([self.entry_key(key) for key in keys])
+
+    async def _unlink(self, redis_keys: Sequence[str]) -> int:
+        """UNLINK these keys; how many existed."""
+        if not redis_keys:
             return 0
-        return int(await self._run(self._redis.unlink(*map(self.entry_key, keys))))
+        return int(await self._run(self._redis.unlink(*redis_keys)))
 
     async def delete_variants(self, bases: Sequence[str]) -> int:
         """See `Store.delete_variants`."""
+        if not bases:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for base in bases:
+                pipe.smembers(self.variants_key(base))
+            found = await self._run(pipe.execute())
         keys: list[str] = []
-        for base in bases:
-            variants = await self._run(self._redis.smembers(self.variants_key(base)))
+        for base, variants in zip(bases, found, strict=True):
             keys.append(base)
             keys.extend(base + member.decode() for member in variants)
         removed = await self.delete(keys)
-        if bases:
-            await self._run(self._redis.unlink(*map(self.variants_key, bases)))
+        await self._unlink([self.variants_key(base) for base in bases])
         return removed
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
-        """See `Store.invalidate_tags`: entries in batches, then the tag sets themselves."""
+        """See `Store.invalidate_tags`. Marks the tags purged first, then removes their
+        entries batch by batch (index members before entries: a fill re-storing a key
+        meanwhile re-indexes it, so a live entry never loses its index member)."""
+        names = list(dict.fromkeys(tags))
+        if not names:
+            return 0
+        now_ms = int(time.time() * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tag in names:
+                pipe.set(self.purge_marker_key(tag), now_ms, px=self._purge_window_ms)
+            await self._run(pipe.execute())
         removed = 0
-        for tag in tags:
+        for tag in names:
             tag_key = self.tag_key(tag)
-            members: list[bytes] = []
-            async for member in self._redis.sscan_iter(tag_key, count=TAG_BATCH):
-                members.append(member)
-                if len(members) >= TAG_BATCH:
-                    removed += await self.delete([m.decode() for m in members])
-                    members = []
-            removed += await self.delete([m.decode() for m in members])
-            await self._run(self._redis.unlink(tag_key))
+            cursor: int = 0
+            while True:
+                cursor, found = await self._run(self._redis.zscan(tag_key, cursor, count=TAG_BATCH))
+                if found:
+                    removed += await self._purge_batch(tag_key, [member for member, _ in found])
+                if not cursor:
+                    break
         return removed
+
+    async def _purge_batch(self, tag_key: str, members: list[bytes]) -> int:
+        """Remove members from the index, then their entries (in this order, one round
+        trip: a pipeline runs in order on one server). Returns how many entries existed."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(tag_key, *members)
+            pipe.unlink(*(self.entry_key(member.decode()) for member in members))
+            _, removed = await self._run(pipe.execute())
+        return int(removed)
 
     async def clear(self) -> None:
         """See `Store.clear`: bump the generation; old entries expire on their own."""
@@ -256,6 +317,13 @@ class RedisStore:
         """See `Store.release_lock` (compare-and-delete by token)."""
         await self._run(self._compare_and_delete(keys=[self.lock_key(key)], args=[token]))
 
+    async def add_counters(self, counts: Mapping[str, int]) -> None:
+        """Add these per-process counter increments to the namespace-wide totals."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name, count in counts.items():
+                pipe.hincrby(self.stats_key, name, count)
+            await self._run(pipe.execute())
+
     async def close(self) -> None:
         """Wait briefly for lookups in flight, then close the connection pool."""
         if self._batches:
@@ -265,8 +333,18 @@ class RedisStore:
     async def _run(self, awaitable: Any) -> Any:
         try:
             return await awaitable
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"redis call failed: {exc!r}") from None
+
+
+def connection_options(timeout: float) -> dict[str, Any]:
+    """redis-py client options for a store bounded by `timeout`: fail fast, never retry."""
+    return {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": max(timeout, 1.0),
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 30,
+    }
 
 
 def _fail_all(waiters: Iterable[asyncio.Future[Any]], error: BaseException) -> None:
