@@ -512,6 +512,4 @@ class TestStorableHeaders:
 
 
 def test_unclosed_quote_cannot_hide_no_store() -> None:
-    from cachekit.policy import parse_cache_control
-
     assert "no-store" in parse_cache_control('ext="oops, no-store')

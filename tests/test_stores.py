@@ -14,17 +14,28 @@ from aiohttp import web
 
 from cachekit import cached
 from cachekit.backends.base import Store
+from cachekit.backends.cluster import ClusterStore
 from cachekit.backends.redis import RedisStore
 from cachekit.entry import CachedResponse, CorruptEntry
 from tests.apps import NAMESPACE, make_app, make_store
 
-KINDS = ["memory", "fakeredis", "redis"]
+KINDS = ["memory", "fakeredis", "redis", "cluster"]
+URL_FIXTURES = {"redis": "real_redis_url", "cluster": "cluster_url"}
+
+
+def store_of(kind: str, request: pytest.FixtureRequest) -> Store:
+    """A store of `kind`; "cluster" is a ClusterStore on the session's real Redis Cluster."""
+    fixture = URL_FIXTURES.get(kind)
+    url = request.getfixturevalue(fixture) if fixture else None
+    if kind == "cluster":
+        assert url is not None
+        return ClusterStore.from_url(url, NAMESPACE, 0.5)
+    return make_store(kind, url)
 
 
 @pytest.fixture(params=KINDS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    url = request.getfixturevalue("real_redis_url") if request.param == "redis" else None
-    made = make_store(request.param, url)
+    made = store_of(request.param, request)
     yield made
     await made.close()
 
@@ -99,12 +110,11 @@ async def test_lock_never_outlives_its_ttl(store: Store) -> None:
     assert await store.acquire_lock("k", "theirs", 5)
 
 
-@pytest.mark.parametrize("kind", ["fakeredis", "redis"])
+@pytest.mark.parametrize("kind", ["fakeredis", "redis", "cluster"])
 async def test_generation_guards_against_fills_racing_a_clear(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("real_redis_url") if kind == "redis" else None
-    store = make_store(kind, url)
+    store = store_of(kind, request)
     try:
         _, generation = await store.get("k")
         await store.clear()  # a purge lands while the handler is still running
@@ -121,12 +131,14 @@ async def test_generation_guards_against_fills_racing_a_clear(
     "damage",
     [b"", b"garbage", b"CK\x09" + b"\x00" * 80, pickle.dumps({"evil": 1}), b"CK\x01" + b"\xff" * 9],
 )
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
 async def test_damaged_redis_entry_is_rejected_and_deleted(
-    damage: bytes, real_redis_url: str
+    damage: bytes, kind: str, request: pytest.FixtureRequest
 ) -> None:
-    store = RedisStore.from_url(real_redis_url, NAMESPACE, 0.5)
+    store = store_of(kind, request)
+    assert isinstance(store, RedisStore)
     try:
-        raw = store._redis
+        raw = store.client
         await raw.set(store.entry_key("k"), damage)
         with pytest.raises(CorruptEntry):
             await store.get("k")
@@ -163,7 +175,6 @@ async def test_lookups_in_one_loop_turn_share_one_round_trip() -> None:
 async def test_decorated_handler_on_every_store(
     kind: str, aiohttp_client: Any, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("real_redis_url") if kind == "redis" else None
     routes = web.RouteTableDef()
     calls = 0
 
@@ -177,7 +188,7 @@ async def test_decorated_handler_on_every_store(
         response.headers.add("X-Rep", "2")
         return response
 
-    app, cache = make_app(routes, store=make_store(kind, url))
+    app, cache = make_app(routes, store=store_of(kind, request))
     client = await aiohttp_client(app)
     first = await client.get("/item/%FF?b=2&a=1")
     second = await client.get("/item/%FF?a=1&b=2")
