@@ -1,0 +1,92 @@
+"""One benchmark server process: `python -m bench.server --kind K --backend B --port P`."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
+
+from bench import peers
+from bench.handlers import (
+    TTL,
+    ServerConfig,
+    Upstream,
+    add_pages,
+    base_app,
+    json_response,
+    uncached_handlers,
+)
+from bench.payload import page_body
+
+HOST: Final = "127.0.0.1"
+
+
+def limit_app(config: ServerConfig, upstream: Upstream) -> web.Application:
+    """The ceiling: a trivial handler that returns one prebuilt body, no cache, no upstream."""
+    prebuilt = page_body(1)
+
+    async def items(_: web.Request) -> web.Response:
+        return json_response(prebuilt)
+
+    del config  # same for every backend
+    slow = uncached_handlers(upstream)[1]
+    return add_pages(base_app(upstream), items, slow)
+
+
+def uncached_app(_: ServerConfig, upstream: Upstream) -> web.Application:
+    """The real handler without any cache: every request waits for the upstream."""
+    return add_pages(base_app(upstream), *uncached_handlers(upstream))
+
+
+def cachekit_app(config: ServerConfig, upstream: Upstream) -> web.Application:
+    """The real handler under `@cached`, with the embedded store or Redis."""
+    # Imported here, so the other variants never depend on cachekit importing cleanly.
+    from cachekit import CacheSettings, cached, setup_cache  # noqa: PLC0415
+
+    items, slow = uncached_handlers(upstream)
+    app = base_app(upstream)
+    redis_url = config.redis_url if config.backend == "redis" else None
+    setup_cache(app, CacheSettings(redis_url=redis_url, namespace="cachekit"))
+    return add_pages(
+        app,
+        cached(ttl=TTL, key="items:{match_info[n]}", name="items")(items),
+        cached(ttl=TTL, key="slow:{match_info[n]}", name="slow")(slow),
+    )
+
+
+BUILDERS: Final[dict[str, Callable[[ServerConfig, Upstream], web.Application]]] = {
+    "limit": limit_app,
+    "uncached": uncached_app,
+    "cachekit": cachekit_app,
+    "aiohttp-cache": peers.aiohttp_cache_app,
+    "aiocache": peers.aiocache_app,
+    "cashews": peers.cashews_app,
+}
+
+
+def build_app(config: ServerConfig) -> web.Application:
+    """The app of one variant."""
+    return BUILDERS[config.kind](config, Upstream(config.delay, config.slow_delay))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and serve until terminated."""
+    parser = argparse.ArgumentParser(prog="python -m bench.server")
+    parser.add_argument("--kind", choices=sorted(BUILDERS), required=True)
+    parser.add_argument("--backend", choices=["none", "memory", "redis"], default="none")
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.002)
+    parser.add_argument("--slow-delay", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    # Some peers keep state under string app keys; aiohttp warns about that, harmlessly.
+    warnings.simplefilter("ignore")
+    config = ServerConfig(args.kind, args.backend, args.redis_url, args.delay, args.slow_delay)
+    web.run_app(build_app(config), host=HOST, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
