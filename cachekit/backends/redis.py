@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, cast
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
@@ -45,6 +45,8 @@ log = logging.getLogger("cachekit.redis")
 REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
 #: Members read from a tag index, and entries deleted, per round trip of a purge.
 TAG_BATCH: Final = 500
+#: Connections per worker process; lookups are batched, so few are busy at once.
+MAX_CONNECTIONS: Final = 64
 #: Index members are trimmed this long after their entry expired: a margin for fills still
 #: in flight and for clocks of different cluster nodes that disagree slightly.
 TRIM_SLACK_MS: Final = 30_000
@@ -95,8 +97,12 @@ class RedisStore:
     ) -> RedisStore:
         """Connect lazily to `url`; no retries, since every call is bounded by `timeout`.
         `options` are the keyword-only arguments of the constructor."""
-        client = Redis.from_url(url, **connection_options(timeout))
-        return cls(client, namespace, timeout, max_variants, **options)
+        # A blocking pool: under a burst of misses, stores queue for a connection (bounded
+        # by the store timeout) instead of failing with MaxConnectionsError.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=timeout, **connection_options(timeout)
+        )
+        return cls(Redis.from_pool(pool), namespace, timeout, max_variants, **options)
 
     @property
     def client(self) -> Any:
