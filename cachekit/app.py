@@ -107,7 +107,8 @@ def get_cache(app_or_request: web.Application | web.Request) -> Cache:
 
 def cache_of(request: web.Request, handler_name: str) -> Cache:
     """The cache serving a decorated handler, with an error that says how to fix its absence."""
-    cache = request.config_dict.get(CACHE_APP_KEY)
+    # The app's own mapping first: building request.config_dict costs more on every hit.
+    cache = request.app.get(CACHE_APP_KEY) or request.config_dict.get(CACHE_APP_KEY)
     if cache is None:
         raise RuntimeError(
             f"@cached handler {handler_name!r} runs in an app without a cache:"

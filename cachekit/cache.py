@@ -78,7 +78,7 @@ class Cache:
         self.counters = CacheStats()
         self.breaker = CircuitBreaker(settings.failure_threshold, settings.failure_cooldown)
         self._damage_log = RateLimitedLog()
-        self._memory = self.store if isinstance(self.store, MemoryStore) else None
+        self.memory = self.store if isinstance(self.store, MemoryStore) else None
         self.flights = Flights()
         self._learned_vary: dict[str, tuple[str, ...]] = {}
         #: The app's router, set by `setup_cache`, to find a handler's route for purges.
@@ -88,19 +88,19 @@ class Cache:
     def stats(self) -> dict[str, Any]:
         """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts."""
         result: dict[str, Any] = asdict(self.counters)
-        result["store"] = "memory" if self._memory is not None else "redis"
+        result["store"] = "memory" if self.memory is not None else "redis"
         result["breaker_open"] = self.breaker.is_open
-        if self._memory is not None:
-            result["entries"] = len(self._memory)
-            result["memory_bytes"] = self._memory.used_bytes
+        if self.memory is not None:
+            result["entries"] = len(self.memory)
+            result["memory_bytes"] = self.memory.used_bytes
         return result
 
     async def lookup(self, key: str) -> tuple[CachedResponse | None, int]:
         """The entry for `key`, or None; never raises. A failed lookup reports
         `UNKNOWN_GENERATION` so the caller does not try to store afterwards."""
         _LOOKED_UP_AT.set(time.time())
-        if self._memory is not None:
-            return self._memory.get_now(key), 0
+        if self.memory is not None:
+            return self.memory.get_now(key), 0
         if not self.breaker.allow():
             self.counters.skipped += 1
             return None, UNKNOWN_GENERATION
@@ -116,9 +116,7 @@ class Cache:
         self.breaker.record_success()
         return result
 
-    async def save(
-        self, key: str, entry: CachedResponse, started_at: float | None = None
-    ) -> bool:
+    async def save(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
         """Store an entry; False (after counting and logging) when the store failed.
 
         `started_at`: wall-clock time (`time.time()`) the fill began, before the handler

@@ -69,6 +69,8 @@ def cached(
 
 
 def _find_request(args: tuple[Any, ...]) -> web.Request:
+    if args and type(args[-1]) is web.Request:
+        return args[-1]
     for arg in reversed(args):
         if isinstance(arg, web.BaseRequest):
             return cast(web.Request, arg)

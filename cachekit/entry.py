@@ -46,6 +46,16 @@ class CachedResponse:
     compress: bool = False
     vary_stub: bool = False
     size: int = field(default=0, compare=False)
+    # Deadlines derived once, since every hit compares against them.
+    fresh_until: float = field(init=False, compare=False, repr=False)
+    stale_until: float = field(init=False, compare=False, repr=False)
+    drop_at: float = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fresh_until = self.stored_at + self.ttl
+        object.__setattr__(self, "fresh_until", fresh_until)
+        object.__setattr__(self, "stale_until", fresh_until + self.grace)
+        object.__setattr__(self, "drop_at", fresh_until + max(self.grace, self.stale_if_error))
 
     def age(self, now: float) -> int:
         """Whole seconds since the response was stored (the `Age` header)."""
@@ -57,11 +67,11 @@ class CachedResponse:
 
     def is_fresh(self, now: float) -> bool:
         """Still within its TTL."""
-        return now < self.stored_at + self.ttl
+        return now < self.fresh_until
 
     def is_servable_stale(self, now: float) -> bool:
         """Past its TTL but inside the stale-while-revalidate window."""
-        return now < self.stored_at + self.ttl + self.grace
+        return now < self.stale_until
 
     def can_replace_error(self, now: float) -> bool:
         """Inside the stale-if-error window."""

@@ -104,6 +104,14 @@ class HandlerSpec:
             or (self.key_function is not None)
         )
 
+    def base_key_now(self, request: web.Request) -> str | None:
+        """The base key when it needs no awaiting (template or default); else None."""
+        if self.template is not None:
+            return self.template.render(request)
+        if self.key_function is None:
+            return keys.default_key(self.name, request.raw_path)
+        return None
+
     async def base_key(self, request: web.Request) -> str:
         """The logical key of this request before any Vary suffix."""
         if self.template is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import string
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Final, Protocol
 from urllib.parse import unquote_to_bytes
@@ -110,11 +110,23 @@ def header_component(headers: MultiMapping[str], name: str) -> str:
     return escape_text(", ".join(values))
 
 
-def vary_suffix(headers: MultiMapping[str], names: Sequence[str]) -> str:
+def vary_suffix(headers: MultiMapping[str], names: tuple[str, ...]) -> str:
     """The key part naming the values of the request headers the entry varies on."""
     if not names:
         return ""
-    return "#" + "&".join(f"{name}={header_component(headers, name)}" for name in names)
+    values = []
+    for name in names:
+        lines = headers.getall(name, None)
+        values.append(None if lines is None else ", ".join(lines))
+    return _format_suffix(names, tuple(values))
+
+
+@lru_cache(maxsize=4096)
+def _format_suffix(names: tuple[str, ...], values: tuple[str | None, ...]) -> str:
+    return "#" + "&".join(
+        f"{name}={ABSENT if value is None else escape_text(value)}"
+        for name, value in zip(names, values, strict=True)
+    )
 
 
 def bound_length(key: str, max_length: int) -> str:
@@ -139,6 +151,7 @@ def path_tag(raw_target: str) -> str:
     return "path:" + escape_path(split_raw_target(raw_target)[0])
 
 
+@lru_cache(maxsize=4096)
 def default_key(handler_name: str, raw_target: str) -> str:
     """`name:path?canonical-query`, the key used when a handler gives none."""
     raw_path, raw_query = split_raw_target(raw_target)

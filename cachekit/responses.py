@@ -6,7 +6,7 @@ from email.utils import formatdate
 from typing import Final
 
 from aiohttp import web
-from multidict import CIMultiDict, MutableMultiMapping
+from multidict import MutableMultiMapping
 
 from cachekit import conditional, policy
 from cachekit.entry import CachedResponse, body_etag
@@ -92,36 +92,39 @@ def from_entry(
 ) -> web.Response:
     """A new response from a stored entry: its status, header lines and body (or a 304 with
     the fields RFC 9110 §15.4.5 lists), plus `Age`, `Cache-Status` and `X-Cache`."""
-    remaining = int(entry.remaining(now))
-    if not_modified:
-        headers = CIMultiDict(conditional.not_modified_lines(entry.headers))
-    else:
-        headers = CIMultiDict(entry.headers)
-    headers["Age"] = str(entry.age(now))
-    headers.add(CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={remaining}")
-    headers[X_CACHE] = x_cache
-    if emit_cache_control:
+    ours: tuple[tuple[str, str], ...] = (
+        ("Age", str(entry.age(now))),
+        (CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={int(entry.remaining(now))}"),
+        (X_CACHE, x_cache),
+    )
+    if emit_cache_control and not _declares_freshness(entry.headers):
         # The whole lifetime: with `Age` beside it, downstream sees exactly what remains.
-        add_freshness(headers, entry.headers, int(entry.ttl))
+        ours += (("Cache-Control", f"public, max-age={max(0, int(entry.ttl))}"),)
     if not_modified:
-        return web.Response(status=304, headers=headers)
-    response = web.Response(status=entry.status, body=entry.body, headers=headers)
+        lines = (*conditional.not_modified_lines(entry.headers), *ours)
+        return web.Response(status=304, headers=lines)
+    # One header multidict per hit: web.Response copies whatever it is given.
+    response = web.Response(status=entry.status, body=entry.body, headers=entry.headers + ours)
     if entry.compress:
         response.enable_compression()
     return response
+
+
+def _declares_freshness(stored: tuple[tuple[str, str], ...]) -> bool:
+    return bool(policy.header_values(stored, "Cache-Control")) or bool(
+        policy.header_values(stored, "Expires")
+    )
 
 
 def add_freshness(
     headers: MutableMultiMapping[str], stored: tuple[tuple[str, str], ...], lifetime: int
 ) -> None:
     """Tell browsers and CDNs how long the copy stays fresh, unless the handler did."""
-    if not policy.header_values(stored, "Cache-Control") and not policy.header_values(
-        stored, "Expires"
-    ):
+    if not _declares_freshness(stored):
         headers["Cache-Control"] = f"public, max-age={max(0, lifetime)}"
 
 
-def mark(headers: CIMultiDict[str] | web.StreamResponse, x_cache: str, status: str) -> None:
+def mark(headers: MutableMultiMapping[str] | web.StreamResponse, x_cache: str, status: str) -> None:
     """Add `X-Cache` and `Cache-Status` to a response (or an HTTPException's headers)."""
     target = headers.headers if isinstance(headers, web.StreamResponse) else headers
     target[X_CACHE] = x_cache

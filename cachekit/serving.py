@@ -24,7 +24,9 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
     cache = cache_of(request, spec.name)
     if not cache.settings.enabled:
         return await call()
-    job = await _prepare(cache, spec, request, call)
+    job = _prepare(cache, spec, request, call)
+    if job is None:
+        job = await _prepare_with_callables(cache, spec, request, call)
     if isinstance(job, str):
         cache.counters.bypasses += 1
         return await run_marked(call, "BYPASS", f"fwd=bypass; detail={job}")
@@ -32,7 +34,11 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
     running = cache.flights.fills.get(job.key)
     if running is not None and not directives.no_store:
         return await _join(job, running)
-    entry, generation = await _lookup(job)
+    memory = cache.memory
+    if memory is not None:  # no I/O, no Vary stubs: skip the coroutine
+        entry, generation = memory.get_now(job.key), 0
+    else:
+        entry, generation = await _lookup(job)
     now = cache.clock()
     if entry is not None and not directives.no_cache:
         if entry.is_fresh(now) and (
@@ -60,13 +66,23 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
     return _answer_initiator(job, await asyncio.shield(task))
 
 
-async def _prepare(cache: Cache, spec: HandlerSpec, request: web.Request, call: Call) -> Job | str:
-    """The job for this request, or the reason it bypasses the cache."""
+def _prepare(cache: Cache, spec: HandlerSpec, request: web.Request, call: Call) -> Job | str | None:
+    """The job for this request, the reason it bypasses the cache, or None when a callable
+    (`unless`, a key function) must be awaited first."""
     decision = policy.request_decision(
         request.method, "Authorization" in request.headers, spec.authorization_keyed
     )
     if not decision.allowed:
         return decision.reason
+    base = spec.base_key_now(request) if spec.unless is None else None
+    if base is None:
+        return None
+    return _job(cache, spec, request, call, base)
+
+
+async def _prepare_with_callables(
+    cache: Cache, spec: HandlerSpec, request: web.Request, call: Call
+) -> Job | str:
     try:
         if spec.unless is not None:
             verdict = spec.unless(request)
@@ -79,6 +95,10 @@ async def _prepare(cache: Cache, spec: HandlerSpec, request: web.Request, call: 
         cache.counters.errors += 1
         log.exception("cache key or `unless` of %s failed; serving uncached", spec.name)
         return "key-error"
+    return _job(cache, spec, request, call, base)
+
+
+def _job(cache: Cache, spec: HandlerSpec, request: web.Request, call: Call, base: str) -> Job:
     honor = spec.honor_request_cache_control
     if honor if honor is not None else cache.settings.honor_request_cache_control:
         directives = policy.request_directives(request.headers.get("Cache-Control"))

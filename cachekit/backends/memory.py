@@ -58,7 +58,7 @@ class MemoryStore:
         if item is None:
             return None
         entry = item[0]
-        if self._clock() >= entry.stored_at + entry.keep_for():
+        if self._clock() >= entry.drop_at:
             self._remove(key)
             return None
         self._entries.move_to_end(key)
