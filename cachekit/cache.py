@@ -215,22 +215,18 @@ class Cache:
         if self.store.remote:
             await self._guarded(self.store.release_lock(key, token))
 
-    async def wait_for_entry(self, key: str) -> CachedResponse | None:
-        """Wait (polling with backoff, up to `lock_timeout`) for another process's fill."""
-        self.counters.lock_waits += 1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.lock_timeout
-        delay = 0.005
-        while (remaining := deadline - loop.time()) > 0:
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.1)
-            entry, seen_generation = await self.lookup(key)
-            if seen_generation == UNKNOWN_GENERATION:
-                break
-            if entry is not None and entry.is_fresh(self.clock()):
-                return entry
-        self.counters.lock_timeouts += 1
-        return None
+    async def lock_held(self, key: str) -> bool | None:
+        """Whether someone holds the fill lock of `key`; None if the store cannot say."""
+        if not self.breaker.allow():
+            return None
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                held = await self.store.lock_held(key)
+        except (StoreError, TimeoutError) as exc:
+            self._failed(exc)
+            return None
+        self.breaker.record_success()
+        return held
 
     async def _guarded(self, operation: Any) -> bool:
         if not self.store.remote:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -64,22 +65,71 @@ async def fill(job: Job, generation: int, fallback: CachedResponse | None) -> Fi
     """The one fill of a key: take the cross-process lock, or wait for its holder's entry."""
     cache = job.cache
     token = secrets.token_hex(16)
-    locked = await cache.try_lock(job.key, token) if _lockable(cache, generation) else None
+    lock = job.key  # named after the key looked up, even if a Vary stub moves `job.key`
+    locked = await cache.try_lock(lock, token) if _lockable(cache, generation) else None
     if locked is False:
-        entry = await cache.wait_for_entry(job.key)
-        if entry is not None:
-            return _collapsed(job, entry)
-        generation = UNKNOWN_GENERATION  # the holder is stuck: serve, but do not store
+        waited = await _wait_for_holder(job, lock, token)
+        if isinstance(waited, CachedResponse):
+            return _collapsed(job, waited)
+        locked = waited
+        if not locked:
+            generation = UNKNOWN_GENERATION  # the holder is stuck: serve, but do not store
     try:
         if locked:
             # The previous holder may have stored the entry just before we got the lock.
-            entry, _ = await cache.lookup(job.key)
-            if entry is not None and not entry.vary_stub and entry.is_fresh(cache.clock()):
+            entry, _ = await lookup_following_stubs(job)
+            if entry is not None and entry.is_fresh(cache.clock()):
                 return _collapsed(job, entry)
         return await _run_and_store(job, generation, fallback)
     finally:
         if locked:
-            await cache.unlock(job.key, token)
+            await cache.unlock(lock, token)
+
+
+async def _wait_for_holder(job: Job, lock: str, token: str) -> CachedResponse | bool:
+    """Wait for another process's fill: its entry, or True once we took over a lock it
+    released without storing, or False after `lock_timeout` (or a store failure).
+
+    Polls with backoff (5 ms doubling to 100 ms): never a tight loop against Redis.
+    """
+    cache = job.cache
+    cache.counters.lock_waits += 1
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cache.settings.lock_timeout
+    delay = 0.005
+    while (remaining := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.1)
+        entry, generation = await lookup_following_stubs(job)
+        if generation == UNKNOWN_GENERATION:
+            break
+        if entry is not None and entry.is_fresh(cache.clock()):
+            return entry
+        held = await cache.lock_held(lock)
+        if held is None:
+            break
+        # Released with nothing stored (the fill failed or was not storable): take over.
+        if not held and await cache.try_lock(lock, token):
+            return True
+    cache.counters.lock_timeouts += 1
+    return False
+
+
+async def lookup_following_stubs(job: Job) -> tuple[CachedResponse | None, int]:
+    """Look the key up; a Vary stub teaches this process the handler's Vary and moves
+    `job.key` to the variant this request needs (at most once per lookup)."""
+    entry, generation = await job.cache.lookup(job.key)
+    if entry is not None and entry.vary_stub:
+        names = policy.vary_names(policy.header_values(entry.headers, "Vary"))
+        learned = job.cache.learn_vary(job.spec.name, job.spec.vary, names)
+        key = job.key_for(learned)
+        if key == job.key:
+            return None, generation
+        job.key = key
+        entry, generation = await job.cache.lookup(key)
+        if entry is not None and entry.vary_stub:
+            return None, generation
+    return entry, generation
 
 
 def _collapsed(job: Job, entry: CachedResponse) -> FillOutcome:
@@ -122,7 +172,7 @@ async def refresh(job: Job, generation: int) -> None:
         return
     try:
         if locked:
-            entry, _ = await cache.lookup(job.key)
+            entry, _ = await lookup_following_stubs(job)
             if entry is not None and entry.is_fresh(cache.clock()):
                 return
         cache.counters.refreshes += 1

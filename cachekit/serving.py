@@ -11,7 +11,15 @@ from cachekit import conditional, policy
 from cachekit.app import cache_of
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
-from cachekit.filling import STALE_IF_ERROR, STORED, Call, Job, fill, refresh
+from cachekit.filling import (
+    STALE_IF_ERROR,
+    STORED,
+    Call,
+    Job,
+    fill,
+    lookup_following_stubs,
+    refresh,
+)
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
 from cachekit.responses import CACHE_TAG_HEADER, from_entry, mark
@@ -30,15 +38,21 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
     if isinstance(job, str):
         cache.counters.bypasses += 1
         return await run_marked(call, "BYPASS", f"fwd=bypass; detail={job}")
+    return await _respond(job)
+
+
+async def _respond(job: Job, rerouted: bool = False) -> web.StreamResponse:
+    """Hit, stale hit, or join/start the one fill of `job.key`."""
+    cache, request, call = job.cache, job.request, job.call
     directives = job.directives
     running = cache.flights.fills.get(job.key)
     if running is not None and not directives.no_store:
-        return await _join(job, running)
+        return await _join(job, running, rerouted)
     memory = cache.memory
     if memory is not None:  # no I/O, no Vary stubs: skip the coroutine
         entry, generation = memory.get_now(job.key), 0
     else:
-        entry, generation = await _lookup(job)
+        entry, generation = await lookup_following_stubs(job)
     now = cache.clock()
     if entry is not None and not directives.no_cache:
         if entry.is_fresh(now) and (
@@ -60,7 +74,7 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
     fallback = entry if entry is not None and entry.can_replace_error(now) else None
     running = cache.flights.fills.get(job.key)
     if running is not None:
-        return await _join(job, running)
+        return await _join(job, running, rerouted)
     task = cache.flights.start_fill(job.key, fill(job, generation, fallback))
     # shield: a client that goes away must not cancel the fill that others wait for.
     return _answer_initiator(job, await asyncio.shield(task))
@@ -107,23 +121,6 @@ def _job(cache: Cache, spec: HandlerSpec, request: web.Request, call: Call, base
     job = Job(cache, spec, request, call, base, "", directives)
     job.key = job.key_for(cache.vary_names(spec.name, spec.vary))
     return job
-
-
-async def _lookup(job: Job) -> tuple[CachedResponse | None, int]:
-    """Look the key up; a Vary stub teaches this process the handler's Vary and leads to
-    the real entry (at most once per newly learned set of names)."""
-    entry, generation = await job.cache.lookup(job.key)
-    if entry is not None and entry.vary_stub:
-        names = policy.vary_names(policy.header_values(entry.headers, "Vary"))
-        learned = job.cache.learn_vary(job.spec.name, job.spec.vary, names)
-        key = job.key_for(learned)
-        if key == job.key:
-            return None, generation
-        job.key = key
-        entry, generation = await job.cache.lookup(key)
-        if entry is not None and entry.vary_stub:
-            return None, generation
-    return entry, generation
 
 
 def answer(job: Job, entry: CachedResponse, now: float, status: str, x_cache: str) -> web.Response:
@@ -185,17 +182,23 @@ def _answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
     return answer(job, outcome.shared, now, outcome.status, outcome.x_cache)
 
 
-async def _join(job: Job, running: asyncio.Task[FillOutcome]) -> web.StreamResponse:
+async def _join(job: Job, running: asyncio.Task[FillOutcome], rerouted: bool) -> web.StreamResponse:
     job.cache.counters.coalesced += 1
     outcome = await asyncio.shield(running)
     shared = outcome.shared
-    # The fill may have learned that responses vary on headers this request sends
-    # differently: then the shared copy is not this request's answer.
-    if shared is not None and job.key_for(outcome.vary) == outcome.key:
-        now = job.cache.clock()
-        if outcome.x_cache == "STALE":
-            return answer(job, shared, now, STALE_IF_ERROR, "STALE")
-        return answer(job, shared, now, "fwd=miss; collapsed", "MISS")
+    if shared is not None:
+        own_key = job.key_for(outcome.vary)
+        if own_key == outcome.key:
+            now = job.cache.clock()
+            if outcome.x_cache == "STALE":
+                return answer(job, shared, now, STALE_IF_ERROR, "STALE")
+            return answer(job, shared, now, "fwd=miss; collapsed", "MISS")
+        if not rerouted:
+            # The fill learned that responses vary on headers this request sends
+            # differently: go through the cache again for this request's own variant, so
+            # its peers still share one fill.
+            job.key = own_key
+            return await _respond(job, rerouted=True)
     if outcome.error is not None and not isinstance(outcome.error, web.HTTPException):
         raise outcome.error
     # Not shareable (a cookie, a private or streamed response): this request runs its own.

@@ -63,6 +63,10 @@ class Store(Protocol):
         """Take the fill lock of `key` for at most `ttl` seconds; False if someone holds it."""
         ...
 
+    async def lock_held(self, key: str) -> bool:
+        """Whether anyone holds the fill lock of `key` right now."""
+        ...
+
     async def release_lock(self, key: str, token: str) -> None:
         """Release the fill lock of `key` if `token` still owns it."""
         ...

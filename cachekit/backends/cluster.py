@@ -22,6 +22,7 @@ What changes on a cluster, and why:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,7 +32,8 @@ from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
 from cachekit.backends import scripts
-from cachekit.backends.redis import TRIM_LIMIT, RedisStore, connection_options
+from cachekit.backends.base import StoreError
+from cachekit.backends.redis import REDIS_ERRORS, TRIM_LIMIT, RedisStore, connection_options
 
 #: Lifetime of a parked entry: the longest a fill may take between steps (1) and (3).
 PENDING_MS: Final = 5_000
@@ -49,6 +51,7 @@ class ClusterStore(RedisStore):
         **options: Any,
     ) -> None:
         super().__init__(client, namespace, timeout, max_variants, **options)
+        self._discovering = asyncio.Lock()
         self._park = client.register_script(scripts.PENDING)
         self._publish = client.register_script(scripts.PROMOTE)
 
@@ -60,8 +63,29 @@ class ClusterStore(RedisStore):
         client = RedisCluster.from_url(url, **connection_options(timeout))
         return cls(client, namespace, timeout, max_variants, **options)
 
+    async def _ready(self) -> None:
+        """Discover the cluster before sending commands, one caller at a time.
+
+        redis-py 8's cluster client breaks connections of concurrent callers when many
+        commands arrive while it (re)discovers the topology (at startup, after a node
+        failure); so callers wait here until discovery is done. Reads a private flag of
+        redis-py: if it disappears, this merely stops guarding.
+        """
+        if getattr(self._redis, "_initialize", False):
+            async with self._discovering:
+                await self._redis.initialize()
+
+    async def _run(self, awaitable: Any) -> Any:
+        try:
+            await self._ready()
+        except REDIS_ERRORS as exc:
+            awaitable.close()
+            raise StoreError(f"redis cluster unreachable: {exc!r}") from None
+        return await super()._run(awaitable)
+
     async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and these entries: one pipeline of a GET and per-slot MGETs."""
+        await self._ready()
         groups = _by_slot(entry_keys)
         pipe = self._redis.pipeline(transaction=False)
         pipe.execute_command("GET", self._gen_key)

@@ -140,6 +140,11 @@ class MemoryStore:
         self._locks[key] = (token, now + ttl)
         return True
 
+    async def lock_held(self, key: str) -> bool:
+        """See `Store.lock_held`."""
+        holder = self._locks.get(key)
+        return holder is not None and holder[1] > self._clock()
+
     async def release_lock(self, key: str, token: str) -> None:
         """See `Store.release_lock`."""
         holder = self._locks.get(key)

@@ -319,6 +319,10 @@ class RedisStore:
         ttl_ms = max(1, int(ttl * 1000))
         return bool(await self._run(self._redis.set(self.lock_key(key), token, nx=True, px=ttl_ms)))
 
+    async def lock_held(self, key: str) -> bool:
+        """See `Store.lock_held`."""
+        return bool(await self._run(self._redis.exists(self.lock_key(key))))
+
     async def release_lock(self, key: str, token: str) -> None:
         """See `Store.release_lock` (compare-and-delete by token)."""
         await self._run(self._compare_and_delete(keys=[self.lock_key(key)], args=[token]))
