@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import time
 from collections.abc import Awaitable, Callable
 
@@ -64,9 +66,6 @@ async def measure(profile: bool) -> None:
         extra = micros - results["limit"]
         print(f"{name:>14}: {micros:6.2f} µs/call  (+{extra:5.2f} µs over limit)")
     if profile:
-        import cProfile
-        import pstats
-
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(CALLS):

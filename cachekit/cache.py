@@ -6,13 +6,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from aiohttp.web import UrlDispatcher
 
-from cachekit.backends.base import CounterSink, Store, StoreError
+from cachekit.backends.base import LOOKUP_TIME, CounterSink, Store, StoreError
 from cachekit.backends.memory import MemoryStore
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import Flights
@@ -28,12 +27,6 @@ UNKNOWN_GENERATION: Final = -1
 ADMIN_TIMEOUT: Final = 30.0
 #: Counters published to a shared store for `python -m cachekit stats`.
 PUBLISHED_COUNTERS: Final = ("hits", "stale_hits", "misses", "stores", "bypasses", "errors")
-
-# Wall-clock time of the latest lookup in this task. A fill or refresh runs in a task started
-# right after the lookup that missed (tasks inherit the context), and the handler runs after
-# it: so this bounds from below when the handler began reading its data, which is what the
-# tag purge race check needs (see `Cache.save`).
-_LOOKED_UP_AT: ContextVar[float] = ContextVar("cachekit_looked_up_at")
 
 
 @dataclass(slots=True)
@@ -98,7 +91,6 @@ class Cache:
     async def lookup(self, key: str) -> tuple[CachedResponse | None, int]:
         """The entry for `key`, or None; never raises. A failed lookup reports
         `UNKNOWN_GENERATION` so the caller does not try to store afterwards."""
-        _LOOKED_UP_AT.set(time.time())
         if self.memory is not None:
             return self.memory.get_now(key), 0
         if not self.breaker.allow():
@@ -127,7 +119,7 @@ class Cache:
         if entry.generation == UNKNOWN_GENERATION:
             return False
         if started_at is None:
-            started_at = _LOOKED_UP_AT.get(time.time())
+            started_at = LOOKUP_TIME.get(time.time())  # set by the stores' lookups
         try:
             stored = await self._guarded(self.store.set(key, entry, started_at))
         except ValueError as exc:  # e.g. a NUL byte in a header: cannot be kept faithfully

@@ -1,4 +1,4 @@
-"""One contract, every store: memory, fakeredis and a real redis-server of our own."""
+"""One contract, every store: memory, fakeredis, a real redis-server and a real Redis Cluster."""
 
 from __future__ import annotations
 

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 from cachekit.entry import CachedResponse
+
+#: Wall-clock time (`time.time()`) of the latest lookup in this task that may lead to a fill
+#: (a miss, or a stale entry). Fills and refreshes run in tasks started right after that
+#: lookup (tasks inherit the context) and the handler runs after it, so this bounds from
+#: below when the handler began reading its data: `Cache.save` passes it as `started_at`.
+#: Set by the stores' lookups (`RedisStore.get`, `MemoryStore.get_now`).
+LOOKUP_TIME: ContextVar[float] = ContextVar("cachekit_lookup_time")
 
 
 class StoreError(Exception):

@@ -37,6 +37,10 @@ from cachekit.backends.redis import REDIS_ERRORS, TRIM_LIMIT, RedisStore, connec
 
 #: Lifetime of a parked entry: the longest a fill may take between steps (1) and (3).
 PENDING_MS: Final = 5_000
+#: Most commands per cluster pipeline when deleting many keys (see `_unlink_groups`).
+PIPELINE_COMMANDS: Final = 100
+#: Most store calls in flight at once (each holds at most one connection per node).
+MAX_CALLS: Final = 64
 
 
 class ClusterStore(RedisStore):
@@ -52,6 +56,9 @@ class ClusterStore(RedisStore):
     ) -> None:
         super().__init__(client, namespace, timeout, max_variants, **options)
         self._discovering = asyncio.Lock()
+        # redis-py's cluster pool fails (MaxConnectionsError) instead of queueing past 100
+        # connections per node; queue here instead, bounded by the callers' timeouts.
+        self._calls = asyncio.Semaphore(MAX_CALLS)
         self._park = client.register_script(scripts.PENDING)
         self._publish = client.register_script(scripts.PROMOTE)
 
@@ -76,22 +83,30 @@ class ClusterStore(RedisStore):
                 await self._redis.initialize()
 
     async def _run(self, awaitable: Any) -> Any:
+        """Run one store call once the cluster is discovered, at most `MAX_CALLS` at once."""
+        started = False
         try:
-            await self._ready()
-        except REDIS_ERRORS as exc:
-            awaitable.close()
-            raise StoreError(f"redis cluster unreachable: {exc!r}") from None
-        return await super()._run(awaitable)
+            async with self._calls:
+                try:
+                    await self._ready()
+                except REDIS_ERRORS as exc:
+                    raise StoreError(f"redis cluster unreachable: {exc!r}") from None
+                started = True
+                return await super()._run(awaitable)
+        finally:
+            if not started and hasattr(awaitable, "close"):
+                awaitable.close()  # never awaited: say so quietly
 
     async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and these entries: one pipeline of a GET and per-slot MGETs."""
-        await self._ready()
         groups = _by_slot(entry_keys)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.execute_command("GET", self._gen_key)
-        for slot_keys in groups.values():
-            pipe.execute_command("MGET", *(key for _, key in slot_keys))
-        replies = await pipe.execute()
+        async with self._calls:
+            await self._ready()
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.execute_command("GET", self._gen_key)
+            for slot_keys in groups.values():
+                pipe.execute_command("MGET", *(key for _, key in slot_keys))
+            replies = await pipe.execute()
         values: list[bytes | None] = [None] * len(entry_keys)
         for slot_keys, found in zip(groups.values(), replies[1:], strict=True):
             for (index, _), value in zip(slot_keys, found, strict=True):
@@ -99,26 +114,38 @@ class ClusterStore(RedisStore):
         return replies[0], values
 
     async def _unlink(self, redis_keys: Sequence[str]) -> int:
-        """One UNLINK per slot, all in one pipeline; how many keys existed."""
-        if not redis_keys:
-            return 0
-        pipe = self._redis.pipeline(transaction=False)
-        for slot_keys in _by_slot(redis_keys).values():
-            pipe.execute_command("UNLINK", *(key for _, key in slot_keys))
-        return sum(int(count) for count in await self._run(pipe.execute()))
+        """One UNLINK per slot; how many keys existed."""
+        groups = _by_slot(redis_keys).values()
+        return await self._unlink_groups([[key for _, key in slot_keys] for slot_keys in groups])
+
+    async def _unlink_groups(self, groups: list[list[str]]) -> int:
+        """UNLINK each group (keys of one slot), `PIPELINE_COMMANDS` groups per pipeline.
+
+        Pipelines are sent one after the other: redis-py spends some 50 us of CPU per
+        cluster pipeline command, so one pipeline of a whole purge batch would hold the
+        event loop for tens of milliseconds.
+        """
+        removed = 0
+        for start in range(0, len(groups), PIPELINE_COMMANDS):
+            pipe = self._redis.pipeline(transaction=False)
+            for keys in groups[start : start + PIPELINE_COMMANDS]:
+                pipe.execute_command("UNLINK", *keys)
+            removed += sum(int(count) for count in await self._run(pipe.execute()))
+        return removed
 
     async def _purge_batch(self, tag_key: str, members: list[bytes]) -> int:
         """Remove members from the index (awaited: the UNLINKs go to other nodes, and must
-        come after), then delete their entries and parked fills, slot by slot."""
+        come after), then delete their entries and parked fills, one UNLINK per slot.
+        The count includes parked fills (rare: fills in flight), which are entries too."""
         await self._run(self._redis.zrem(tag_key, *members))
         keys = [member.decode() for member in members]
-        pipe = self._redis.pipeline(transaction=False)
-        groups = _by_slot([self.entry_key(key) for key in keys])
-        for slot_keys in groups.values():
-            pipe.execute_command("UNLINK", *(entry for _, entry in slot_keys))
-            pipe.execute_command("UNLINK", *(self.pending_key(keys[i]) for i, _ in slot_keys))
-        replies = await self._run(pipe.execute())
-        return sum(int(count) for count in replies[::2])
+        groups = _by_slot([self.entry_key(key) for key in keys]).values()
+        return await self._unlink_groups(
+            [
+                [k for i, entry in slot_keys for k in (entry, self.pending_key(keys[i]))]
+                for slot_keys in groups
+            ]
+        )
 
     async def _store(
         self, key: str, tags: Sequence[str], data: bytes, keep_ms: int, since: int | None

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+from cachekit.backends.base import LOOKUP_TIME
 from cachekit.entry import CachedResponse
 
 # Rough CPython cost of one stored entry beyond its raw bytes: the entry object, its tuples,
@@ -56,11 +57,16 @@ class MemoryStore:
         """Synchronous lookup: the entry, or None when absent or past its stale windows."""
         item = self._entries.get(key)
         if item is None:
+            LOOKUP_TIME.set(time.time())  # a fill may follow (see LOOKUP_TIME)
             return None
         entry = item[0]
-        if self._clock() >= entry.drop_at:
+        now = self._clock()
+        if now >= entry.drop_at:
             self._remove(key)
+            LOOKUP_TIME.set(time.time())
             return None
+        if now >= entry.fresh_until:  # a refresh may follow; fresh hits skip this cost
+            LOOKUP_TIME.set(time.time())
         self._entries.move_to_end(key)
         return entry
 
@@ -94,7 +100,9 @@ class MemoryStore:
         variants = self._variants.get(base, set())
         if len(variants) >= self.max_variants:
             for key in list(variants):
-                self.get_now(key)  # drops it if expired
+                item = self._entries.get(key)
+                if item is not None and self._clock() >= item[0].drop_at:
+                    self._remove(key)
         return len(self._variants.get(base, ())) < self.max_variants
 
     async def delete_variants(self, bases: Sequence[str]) -> int:

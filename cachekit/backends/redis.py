@@ -36,7 +36,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from cachekit.backends import scripts
-from cachekit.backends.base import StoreError
+from cachekit.backends.base import LOOKUP_TIME, StoreError
 from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
 
 log = logging.getLogger("cachekit.redis")
@@ -156,6 +156,7 @@ class RedisStore:
 
     def get(self, key: str) -> asyncio.Future[tuple[CachedResponse | None, int]]:
         """See `Store.get`. Resolves within the store timeout (or with `StoreError`)."""
+        LOOKUP_TIME.set(time.time())  # a plain function: this is the caller's context
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[CachedResponse | None, int]] = loop.create_future()
         if not self._pending:

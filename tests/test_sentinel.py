@@ -1,0 +1,143 @@
+"""Sentinel mode: settings, URL parsing, and requests that survive a primary promotion."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from cachekit import SettingsError, cached, load_settings, setup_cache
+from cachekit.backends.sentinel import SentinelAddress, SentinelStore, parse_sentinel_url
+from tests.apps import NAMESPACE
+from tests.redis_servers import RedisSentinelSetup
+
+
+def test_sentinel_urls_list_every_sentinel() -> None:
+    assert parse_sentinel_url("redis://:s%40cret@h1:26380,h2/3") == SentinelAddress(
+        sentinels=(("h1", 26380), ("h2", 26379)),
+        username=None,
+        password="s@cret",
+        db=3,
+        tls=False,
+    )
+    assert parse_sentinel_url("rediss://app:pw@[::1]:5000").sentinels == (("::1", 5000),)
+    for bad in ("unix:///tmp/s", "redis://h1:x", "redis://h1,", "redis://h1/db0"):
+        with pytest.raises(ValueError):
+            parse_sentinel_url(bad)
+
+
+def test_sentinel_settings_are_checked_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHEKIT_REDIS_MODE", "sentinel")
+    monkeypatch.setenv("CACHEKIT_REDIS_URL", "redis://:secret@h1:26379,h2:26379")
+    with pytest.raises(SettingsError, match="CACHEKIT_REDIS_SENTINEL_SERVICE: required") as info:
+        load_settings()
+    assert "secret" not in str(info.value)
+    monkeypatch.setenv("CACHEKIT_REDIS_SENTINEL_SERVICE", "cache")
+    assert load_settings().redis_sentinel_service == "cache"
+    monkeypatch.setenv("CACHEKIT_REDIS_URL", "redis://:secret@h1:port")
+    with pytest.raises(SettingsError, match="CACHEKIT_REDIS_URL: every Sentinel") as info:
+        load_settings()
+    assert "secret" not in str(info.value)
+
+
+@pytest.mark.slow
+async def test_requests_keep_succeeding_across_a_primary_promotion(
+    aiohttp_client: Any, redis_sentinel: RedisSentinelSetup
+) -> None:
+    host, port = redis_sentinel.sentinels[0]
+    settings = load_settings(
+        namespace=NAMESPACE,
+        redis_mode="sentinel",
+        redis_url=f"redis://{host}:{port}",
+        redis_sentinel_service=redis_sentinel.service_name,
+        redis_timeout=0.5,
+        failure_cooldown=0.2,  # probe the store again soon after the switch
+    )
+    routes = web.RouteTableDef()
+    calls = 0
+
+    @routes.get("/page/{n}")
+    @cached(ttl=60)
+    async def page(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.Response(text=request.match_info["n"])
+
+    app = web.Application()
+    app.add_routes(routes)
+    cache = setup_cache(app, settings)
+    assert isinstance(cache.store, SentinelStore)
+    client = await aiohttp_client(app)
+    assert (await client.get("/page/0")).headers["X-Cache"] == "MISS"
+    assert (await client.get("/page/0")).headers["X-Cache"] == "HIT"
+    old_primary = redis_sentinel.primary.port
+
+    promotion = asyncio.get_running_loop().run_in_executor(None, redis_sentinel.failover)
+    seen: list[tuple[int, str]] = []
+    while not promotion.done():  # requests keep flowing during the switch
+        answer = await client.get("/page/0")
+        seen.append((answer.status, answer.headers["X-Cache"]))
+        await asyncio.sleep(0.01)
+    await promotion
+    print(f"\nduring the promotion: {Counter(seen)}")
+    assert redis_sentinel.primary.port != old_primary
+    assert seen and {status for status, _ in seen} == {200}  # failed open, never failed
+
+    cached_again = False
+    for n in range(1, 200):  # stored on the new primary and served from it
+        await client.get(f"/page/{n}")
+        if (await client.get(f"/page/{n}")).headers["X-Cache"] == "HIT":
+            cached_again = True
+            break
+        await asyncio.sleep(0.05)
+    assert cached_again
+    with redis_sentinel.primary.client() as primary:
+        assert primary.keys(f"{NAMESPACE}:e:*/page/{n}?*")  # written after the promotion
+    assert (await client.get("/page/0")).headers["X-Cache"] == "HIT"  # replicated entry
+
+
+@pytest.mark.slow
+async def test_a_killed_primary_fails_open_until_the_replica_is_promoted(
+    aiohttp_client: Any, redis_sentinel: RedisSentinelSetup
+) -> None:
+    host, port = redis_sentinel.sentinels[0]
+    settings = load_settings(
+        namespace=NAMESPACE,
+        redis_mode="sentinel",
+        redis_url=f"redis://{host}:{port}",
+        redis_sentinel_service=redis_sentinel.service_name,
+        redis_timeout=0.3,
+        failure_cooldown=0.2,
+    )
+    routes = web.RouteTableDef()
+
+    @routes.get("/page/{n}")
+    @cached(ttl=60)
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=request.match_info["n"])
+
+    app = web.Application()
+    app.add_routes(routes)
+    setup_cache(app, settings)
+    client = await aiohttp_client(app)
+    await client.get("/page/0")
+    old_primary = redis_sentinel.primary
+    old_primary.kill()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    seen: Counter[tuple[int, str]] = Counter()
+    n = 0
+    while loop.time() < deadline:
+        n += 1
+        answer = await client.get(f"/page/{n}")
+        seen[(answer.status, answer.headers["X-Cache"])] += 1
+        if (await client.get(f"/page/{n}")).headers["X-Cache"] == "HIT":
+            break  # stored and served again: the promoted replica took over
+        await asyncio.sleep(0.05)
+    print(f"\nwhile the primary was down: {seen}")
+    assert {status for status, _ in seen} == {200}
+    assert redis_sentinel.primary_address()[1] != old_primary.port
+    assert (await client.get(f"/page/{n}")).headers["X-Cache"] == "HIT"
