@@ -16,7 +16,7 @@ from cachekit.backends.memory import MemoryStore
 from cachekit.backends.redis import RedisStore
 from cachekit.backends.sentinel import SentinelStore
 from cachekit.cache import Cache
-from cachekit.invalidation import unsafe_method_middleware
+from cachekit.invalidation import unsafe_method_receiver
 from cachekit.settings import CacheSettings, load_settings
 
 log = logging.getLogger("cachekit")
@@ -66,7 +66,7 @@ def setup_cache(
     cache.router = app.router
     app[CACHE_APP_KEY] = cache
     if resolved.invalidate_on_unsafe:
-        app.middlewares.append(unsafe_method_middleware(_tag_invalidator))
+        app.on_response_prepare.append(unsafe_method_receiver(_tag_invalidator))
 
     async def cache_lifecycle(_: web.Application) -> AsyncIterator[None]:
         log.info("%s store, namespace %r", cache.stats()["store"], resolved.namespace)
@@ -108,7 +108,10 @@ def get_cache(app_or_request: web.Application | web.Request) -> Cache:
 def cache_of(request: web.Request, handler_name: str) -> Cache:
     """The cache serving a decorated handler, with an error that says how to fix its absence."""
     # The app's own mapping first: building request.config_dict costs more on every hit.
-    cache = request.app.get(CACHE_APP_KEY) or request.config_dict.get(CACHE_APP_KEY)
+    try:
+        return request.app[CACHE_APP_KEY]
+    except KeyError:
+        cache = request.config_dict.get(CACHE_APP_KEY)
     if cache is None:
         raise RuntimeError(
             f"@cached handler {handler_name!r} runs in an app without a cache:"

@@ -73,7 +73,8 @@ class Cache:
         self._damage_log = RateLimitedLog()
         self.memory = self.store if isinstance(self.store, MemoryStore) else None
         self.flights = Flights()
-        self._learned_vary: dict[str, tuple[str, ...]] = {}
+        #: Request headers each handler's responses were seen to vary on (by handler name).
+        self.learned_vary: dict[str, tuple[str, ...]] = {}
         #: The app's router, set by `setup_cache`, to find a handler's route for purges.
         self.router: UrlDispatcher | None = None
         self._published: dict[str, int] = {}
@@ -249,7 +250,7 @@ class Cache:
 
     def vary_names(self, handler: str, declared: tuple[str, ...]) -> tuple[str, ...]:
         """The request headers a handler's keys vary on: declared, then learned ones."""
-        return self._learned_vary.get(handler, declared)
+        return self.learned_vary.get(handler, declared)
 
     def learn_vary(
         self, handler: str, declared: tuple[str, ...], names: Iterable[str]
@@ -263,7 +264,7 @@ class Cache:
         learned = set(current[len(declared) :]) | (set(names) - set(declared))
         result = declared + tuple(sorted(learned))
         if result != current:
-            self._learned_vary[handler] = result
+            self.learned_vary[handler] = result
         return result
 
     def tag_names(self, tags: Iterable[str]) -> tuple[str, ...]:

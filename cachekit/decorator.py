@@ -60,7 +60,8 @@ def cached(
 
         @functools.wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> web.StreamResponse:
-            return await serve(spec, _find_request(args), lambda: handler(*args, **kwargs))
+            request = args[-1] if args and type(args[-1]) is web.Request else _find_request(args)
+            return await serve(spec, request, lambda: handler(*args, **kwargs))
 
         setattr(wrapper, SPEC_ATTRIBUTE, spec)
         return cast(Handler, wrapper)
@@ -69,8 +70,6 @@ def cached(
 
 
 def _find_request(args: tuple[Any, ...]) -> web.Request:
-    if args and type(args[-1]) is web.Request:
-        return args[-1]
     for arg in reversed(args):
         if isinstance(arg, web.BaseRequest):
             return cast(web.Request, arg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +17,10 @@ KeyFunction = Callable[[web.Request], str | Awaitable[str]]
 KeySpec = str | KeyFunction | None
 TagFunction = Callable[[web.Request], Iterable[str] | Awaitable[Iterable[str]]]
 TagSpec = Iterable[str] | TagFunction
+
+
+def _default_key(name: str, request: web.Request) -> str:
+    return keys.default_key(name, request.raw_path)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -42,6 +47,10 @@ class HandlerSpec:
     unless: Callable[[web.Request], bool | Awaitable[bool]] | None
     emit_cache_control: bool | None = None
     honor_request_cache_control: bool | None = None
+    #: Whether the handler keys on credentials itself (so Authorization may be cached).
+    authorization_keyed: bool = False
+    #: The base key in one call, for templates and default keys (None: a key callable).
+    sync_key: Callable[[web.Request], str] | None = None
 
     @classmethod
     def build(
@@ -76,41 +85,37 @@ class HandlerSpec:
             raise ValueError(f"statuses must be HTTP status codes, got {sorted(status_set)!r}")
         if isinstance(tags, str):
             raise TypeError("tags must be a list of strings or a callable, not one string")
+        vary_names = keys.normalise_header_names(["host", *vary] if key is None else vary)
+        template = keys.KeyTemplate(key) if isinstance(key, str) else None
+        sync_key: Callable[[web.Request], str] | None = None
+        if template is not None:
+            sync_key = template.compiled()
+        elif key is None:
+            sync_key = functools.partial(_default_key, resolved_name)
         return cls(
             name=resolved_name,
             setting_name=handler_setting_name(resolved_name),
             ttl=ttl,
             stale_ttl=stale_ttl,
             stale_if_error=stale_if_error,
-            template=keys.KeyTemplate(key) if isinstance(key, str) else None,
+            template=template,
             key_function=key if callable(key) else None,
             tags=() if callable(tags) else tuple(tags),
             tag_function=tags if callable(tags) else None,
             # RFC 9111 §4: the target URI, host included, is part of the default key. As a
             # key suffix (not in the base) it still lets purges reach every host's copy.
-            vary=keys.normalise_header_names(["host", *vary] if key is None else vary),
+            vary=vary_names,
             statuses=status_set,
             unless=unless,
             emit_cache_control=emit_cache_control,
             honor_request_cache_control=honor_request_cache_control,
-        )
-
-    @property
-    def authorization_keyed(self) -> bool:
-        """Whether the handler keys on credentials itself (so Authorization may be cached)."""
-        return (
-            "authorization" in self.vary
-            or self.template is not None
-            or (self.key_function is not None)
+            authorization_keyed="authorization" in vary_names or key is not None,
+            sync_key=sync_key,
         )
 
     def base_key_now(self, request: web.Request) -> str | None:
         """The base key when it needs no awaiting (template or default); else None."""
-        if self.template is not None:
-            return self.template.render(request)
-        if self.key_function is None:
-            return keys.default_key(self.name, request.raw_path)
-        return None
+        return None if self.sync_key is None else self.sync_key(request)
 
     async def base_key(self, request: web.Request) -> str:
         """The logical key of this request before any Vary suffix."""

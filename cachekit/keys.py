@@ -194,6 +194,17 @@ class KeyTemplate:
             [literal + getter(request) if getter else literal for literal, getter in self._parts]
         )
 
+    def compiled(self) -> Callable[[KeyedRequest], str]:
+        """`render` as one closure; a template with a single field costs one getter call."""
+        fields = [(literal, getter) for literal, getter in self._parts if getter is not None]
+        if len(fields) != 1:
+            return self.render
+        prefix, getter = fields[0]
+        tail = "".join(literal for literal, got in self._parts if got is None)
+        if self._parts[-1][1] is not None:
+            tail = ""
+        return lambda request: prefix + getter(request) + tail
+
 
 def _is_ambiguous_separator(literal: str) -> bool:
     # Escaped values consist of letters, digits and "%"; "~" marks an absent value.

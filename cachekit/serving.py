@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from cachekit import conditional, policy
+from cachekit import conditional, keys, policy
 from cachekit.app import cache_of
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
@@ -28,29 +28,87 @@ log = logging.getLogger("cachekit")
 
 
 async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.StreamResponse:
-    """Answer `request` from the cache, or run `call` once for everyone asking the same key."""
+    """Answer `request` from the cache, or run `call` once for everyone asking the same key.
+
+    A fresh hit is answered here with as little work as possible (no job object, no extra
+    coroutine for the embedded store); everything else continues in `_respond`.
+    """
     cache = cache_of(request, spec.name)
-    if not cache.settings.enabled:
+    settings = cache.settings
+    if not settings.enabled:
         return await call()
-    job = _prepare(cache, spec, request, call)
-    if job is None:
-        job = await _prepare_with_callables(cache, spec, request, call)
-    if isinstance(job, str):
-        cache.counters.bypasses += 1
-        return await run_marked(call, "BYPASS", f"fwd=bypass; detail={job}")
-    return await _respond(job)
+    headers = request.headers
+    method = request.method
+    # The common case is decided without a call; the policy gives the reason otherwise.
+    if method not in policy.CACHEABLE_METHODS or (
+        not spec.authorization_keyed and "Authorization" in headers
+    ):
+        decision = policy.request_decision(method, "Authorization" in headers, False)
+        return await _bypass(cache, call, decision.reason)
+    sync_key = spec.sync_key
+    if sync_key is not None and spec.unless is None:
+        base = sync_key(request)
+    else:
+        awaited, reason = await _base_with_callables(cache, spec, request)
+        if awaited is None:
+            return await _bypass(cache, call, reason)
+        base = awaited
+    vary = cache.learned_vary.get(spec.name, spec.vary)
+    if vary:
+        key = keys.compose(base, keys.vary_suffix(headers, vary), settings.max_key_length)
+    elif len(base) > settings.max_key_length:
+        key = keys.bound_length(base, settings.max_key_length)
+    else:
+        key = base
+    honor = spec.honor_request_cache_control
+    if honor if honor is not None else settings.honor_request_cache_control:
+        directives = policy.request_directives(headers.get("Cache-Control"))
+    else:
+        directives = policy.NO_DIRECTIVES
+    looked_up = None
+    if directives is policy.NO_DIRECTIVES and key not in cache.flights.fills:
+        memory = cache.memory
+        if memory is not None:
+            looked_up = memory.get_now(key), 0
+        else:
+            looked_up = await cache.lookup(key)
+        entry = looked_up[0]
+        if entry is not None and not entry.vary_stub:
+            now = cache.clock()
+            if now < entry.fresh_until:
+                cache.counters.hits += 1
+                emit = spec.emit_cache_control
+                if emit is None:
+                    emit = settings.emit_cache_control
+                if "If-None-Match" in headers or "If-Modified-Since" in headers:
+                    return answer(request, entry, now, "hit", "HIT", emit_cache_control=emit)
+                return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
+    job = Job(cache, spec, request, call, base, key, directives)
+    return await _respond(job, looked_up=looked_up)
 
 
-async def _respond(job: Job, rerouted: bool = False) -> web.StreamResponse:
-    """Hit, stale hit, or join/start the one fill of `job.key`."""
+async def _bypass(cache: Cache, call: Call, reason: str) -> web.StreamResponse:
+    cache.counters.bypasses += 1
+    return await run_marked(call, "BYPASS", f"fwd=bypass; detail={reason}")
+
+
+async def _respond(
+    job: Job,
+    rerouted: bool = False,
+    looked_up: tuple[CachedResponse | None, int] | None = None,
+) -> web.StreamResponse:
+    """Hit, stale hit, or join/start the one fill of `job.key`. `looked_up` is the lookup
+    `serve` already made (then no fill was running for the key when it started)."""
     cache, request, call = job.cache, job.request, job.call
     directives = job.directives
-    running = cache.flights.fills.get(job.key)
-    if running is not None and not directives.no_store:
-        return await _join(job, running, rerouted)
-    memory = cache.memory
-    if memory is not None:  # no I/O, no Vary stubs: skip the coroutine
-        entry, generation = memory.get_now(job.key), 0
+    if looked_up is None:
+        running = cache.flights.fills.get(job.key)
+        if running is not None and not directives.no_store:
+            return await _join(job, running, rerouted)
+    if looked_up is not None and (looked_up[0] is None or not looked_up[0].vary_stub):
+        entry, generation = looked_up
+    elif cache.memory is not None:
+        entry, generation = cache.memory.get_now(job.key), 0
     else:
         entry, generation = await lookup_following_stubs(job)
     now = cache.clock()
@@ -59,11 +117,20 @@ async def _respond(job: Job, rerouted: bool = False) -> web.StreamResponse:
             directives.max_age is None or entry.age(now) <= directives.max_age
         ):
             cache.counters.hits += 1
-            return answer(job, entry, now, "hit", "HIT")
+            return answer(
+                job.request, entry, now, "hit", "HIT", emit_cache_control=job.emit_cache_control
+            )
         if entry.is_servable_stale(now) and directives.max_age is None:
             cache.counters.stale_hits += 1
             cache.flights.start_refresh(job.key, refresh(job, generation))
-            return answer(job, entry, now, "hit; fwd=stale", "STALE")
+            return answer(
+                job.request,
+                entry,
+                now,
+                "hit; fwd=stale",
+                "STALE",
+                emit_cache_control=job.emit_cache_control,
+            )
     cache.counters.misses += 1
     if directives.only_if_cached:
         return _marked(web.Response(status=504), "MISS", "fwd=miss; detail=only-if-cached")
@@ -80,66 +147,46 @@ async def _respond(job: Job, rerouted: bool = False) -> web.StreamResponse:
     return _answer_initiator(job, await asyncio.shield(task))
 
 
-def _prepare(cache: Cache, spec: HandlerSpec, request: web.Request, call: Call) -> Job | str | None:
-    """The job for this request, the reason it bypasses the cache, or None when a callable
-    (`unless`, a key function) must be awaited first."""
-    decision = policy.request_decision(
-        request.method, "Authorization" in request.headers, spec.authorization_keyed
-    )
-    if not decision.allowed:
-        return decision.reason
-    base = spec.base_key_now(request) if spec.unless is None else None
-    if base is None:
-        return None
-    return _job(cache, spec, request, call, base)
-
-
-async def _prepare_with_callables(
-    cache: Cache, spec: HandlerSpec, request: web.Request, call: Call
-) -> Job | str:
+async def _base_with_callables(
+    cache: Cache, spec: HandlerSpec, request: web.Request
+) -> tuple[str | None, str]:
+    """The base key when `unless` or a key callable must run: (key, "") or (None, reason)."""
     try:
         if spec.unless is not None:
             verdict = spec.unless(request)
             if not isinstance(verdict, bool):
                 verdict = await verdict
             if verdict:
-                return "unless"
-        base = await spec.base_key(request)
+                return None, "unless"
+        return await spec.base_key(request), ""
     except Exception:
         cache.counters.errors += 1
         log.exception("cache key or `unless` of %s failed; serving uncached", spec.name)
-        return "key-error"
-    return _job(cache, spec, request, call, base)
+        return None, "key-error"
 
 
-def _job(cache: Cache, spec: HandlerSpec, request: web.Request, call: Call, base: str) -> Job:
-    honor = spec.honor_request_cache_control
-    if honor if honor is not None else cache.settings.honor_request_cache_control:
-        directives = policy.request_directives(request.headers.get("Cache-Control"))
-    else:
-        directives = policy.NO_DIRECTIVES
-    job = Job(cache, spec, request, call, base, "", directives)
-    job.key = job.key_for(cache.vary_names(spec.name, spec.vary))
-    return job
-
-
-def answer(job: Job, entry: CachedResponse, now: float, status: str, x_cache: str) -> web.Response:
+def answer(
+    request: web.Request,
+    entry: CachedResponse,
+    now: float,
+    status: str,
+    x_cache: str,
+    *,
+    emit_cache_control: bool,
+) -> web.Response:
     """A response from a stored entry, as a 304 when the request's validators match."""
-    headers = job.request.headers
-    if_none_match = headers.get("If-None-Match")
-    if_modified_since = headers.get("If-Modified-Since")
-    matched = (if_none_match is not None or if_modified_since is not None) and (
-        conditional.not_modified(
-            entry.status, entry.etag, entry.headers, if_none_match, if_modified_since
+    headers = request.headers
+    matched = False
+    if "If-None-Match" in headers or "If-Modified-Since" in headers:
+        matched = conditional.not_modified(
+            entry.status,
+            entry.etag,
+            entry.headers,
+            headers.get("If-None-Match"),
+            headers.get("If-Modified-Since"),
         )
-    )
     return from_entry(
-        entry,
-        now,
-        status,
-        x_cache,
-        not_modified=matched,
-        emit_cache_control=job.emit_cache_control,
+        entry, now, status, x_cache, not_modified=matched, emit_cache_control=emit_cache_control
     )
 
 
@@ -166,7 +213,14 @@ def _answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
     if outcome.error is not None:
         if isinstance(outcome.error, web.HTTPException):
             if outcome.shared is not None and outcome.status == STORED:
-                return answer(job, outcome.shared, now, outcome.status, outcome.x_cache)
+                return answer(
+                    job.request,
+                    outcome.shared,
+                    now,
+                    outcome.status,
+                    outcome.x_cache,
+                    emit_cache_control=job.emit_cache_control,
+                )
             mark(outcome.error.headers, outcome.x_cache, outcome.status)
             outcome.error.headers.popall(CACHE_TAG_HEADER, None)
         raise outcome.error
@@ -176,10 +230,24 @@ def _answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
             "If-None-Match" in job.request.headers or "If-Modified-Since" in job.request.headers
         ):
             assert outcome.shared is not None
-            return answer(job, outcome.shared, now, outcome.status, outcome.x_cache)
+            return answer(
+                job.request,
+                outcome.shared,
+                now,
+                outcome.status,
+                outcome.x_cache,
+                emit_cache_control=job.emit_cache_control,
+            )
         return _marked(outcome.response, outcome.x_cache, outcome.status)
     assert outcome.shared is not None  # a fill yields a response, an error or an entry
-    return answer(job, outcome.shared, now, outcome.status, outcome.x_cache)
+    return answer(
+        job.request,
+        outcome.shared,
+        now,
+        outcome.status,
+        outcome.x_cache,
+        emit_cache_control=job.emit_cache_control,
+    )
 
 
 async def _join(job: Job, running: asyncio.Task[FillOutcome], rerouted: bool) -> web.StreamResponse:
@@ -191,8 +259,22 @@ async def _join(job: Job, running: asyncio.Task[FillOutcome], rerouted: bool) ->
         if own_key == outcome.key:
             now = job.cache.clock()
             if outcome.x_cache == "STALE":
-                return answer(job, shared, now, STALE_IF_ERROR, "STALE")
-            return answer(job, shared, now, "fwd=miss; collapsed", "MISS")
+                return answer(
+                    job.request,
+                    shared,
+                    now,
+                    STALE_IF_ERROR,
+                    "STALE",
+                    emit_cache_control=job.emit_cache_control,
+                )
+            return answer(
+                job.request,
+                shared,
+                now,
+                "fwd=miss; collapsed",
+                "MISS",
+                emit_cache_control=job.emit_cache_control,
+            )
         if not rerouted:
             # The fill learned that responses vary on headers this request sends
             # differently: go through the cache again for this request's own variant, so
