@@ -12,6 +12,7 @@ from cachekit.app import cache_of
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from cachekit.filling import (
+    COLLAPSED,
     STALE_IF_ERROR,
     STORED,
     Call,
@@ -117,20 +118,11 @@ async def _respond(
             directives.max_age is None or entry.age(now) <= directives.max_age
         ):
             cache.counters.hits += 1
-            return answer(
-                job.request, entry, now, "hit", "HIT", emit_cache_control=job.emit_cache_control
-            )
+            return _answer_job(job, entry, "hit", "HIT")
         if entry.is_servable_stale(now) and directives.max_age is None:
             cache.counters.stale_hits += 1
             cache.flights.start_refresh(job.key, refresh(job, generation))
-            return answer(
-                job.request,
-                entry,
-                now,
-                "hit; fwd=stale",
-                "STALE",
-                emit_cache_control=job.emit_cache_control,
-            )
+            return _answer_job(job, entry, "hit; fwd=stale", "STALE")
     cache.counters.misses += 1
     if directives.only_if_cached:
         return _marked(web.Response(status=504), "MISS", "fwd=miss; detail=only-if-cached")
@@ -208,46 +200,39 @@ def _marked(response: web.StreamResponse, x_cache: str, status: str) -> web.Stre
     return response
 
 
-def _answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
-    now = job.cache.clock()
-    if outcome.error is not None:
-        if isinstance(outcome.error, web.HTTPException):
-            if outcome.shared is not None and outcome.status == STORED:
-                return answer(
-                    job.request,
-                    outcome.shared,
-                    now,
-                    outcome.status,
-                    outcome.x_cache,
-                    emit_cache_control=job.emit_cache_control,
-                )
-            mark(outcome.error.headers, outcome.x_cache, outcome.status)
-            outcome.error.headers.popall(CACHE_TAG_HEADER, None)
-        raise outcome.error
-    if outcome.response is not None:
-        stored = outcome.shared is not None and outcome.status == STORED
-        if stored and (
-            "If-None-Match" in job.request.headers or "If-Modified-Since" in job.request.headers
-        ):
-            assert outcome.shared is not None
-            return answer(
-                job.request,
-                outcome.shared,
-                now,
-                outcome.status,
-                outcome.x_cache,
-                emit_cache_control=job.emit_cache_control,
-            )
-        return _marked(outcome.response, outcome.x_cache, outcome.status)
-    assert outcome.shared is not None  # a fill yields a response, an error or an entry
+def _answer_job(job: Job, entry: CachedResponse, status: str, x_cache: str) -> web.Response:
     return answer(
         job.request,
-        outcome.shared,
-        now,
-        outcome.status,
-        outcome.x_cache,
+        entry,
+        job.cache.clock(),
+        status,
+        x_cache,
         emit_cache_control=job.emit_cache_control,
     )
+
+
+def _answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
+    error, response, shared = outcome.error, outcome.response, outcome.shared
+    headers = job.request.headers
+    conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
+    # Answered from the entry: when the fill produced no response of its own (another
+    # process filled it, or a stale copy replaced an error), and when a stored answer must
+    # become a 304 or came from a raised HTTPException (a new response carries our headers).
+    if shared is not None and (
+        (error is None and response is None)
+        or (
+            outcome.status == STORED
+            and (isinstance(error, web.HTTPException) or (response is not None and conditional))
+        )
+    ):
+        return _answer_job(job, shared, outcome.status, outcome.x_cache)
+    if error is not None:
+        if isinstance(error, web.HTTPException):
+            mark(error.headers, outcome.x_cache, outcome.status)
+            error.headers.popall(CACHE_TAG_HEADER, None)
+        raise error
+    assert response is not None  # a fill yields a response, an error or an entry
+    return _marked(response, outcome.x_cache, outcome.status)
 
 
 async def _join(job: Job, running: asyncio.Task[FillOutcome], rerouted: bool) -> web.StreamResponse:
@@ -257,24 +242,9 @@ async def _join(job: Job, running: asyncio.Task[FillOutcome], rerouted: bool) ->
     if shared is not None:
         own_key = job.key_for(outcome.vary)
         if own_key == outcome.key:
-            now = job.cache.clock()
             if outcome.x_cache == "STALE":
-                return answer(
-                    job.request,
-                    shared,
-                    now,
-                    STALE_IF_ERROR,
-                    "STALE",
-                    emit_cache_control=job.emit_cache_control,
-                )
-            return answer(
-                job.request,
-                shared,
-                now,
-                "fwd=miss; collapsed",
-                "MISS",
-                emit_cache_control=job.emit_cache_control,
-            )
+                return _answer_job(job, shared, STALE_IF_ERROR, "STALE")
+            return _answer_job(job, shared, COLLAPSED, "MISS")
         if not rerouted:
             # The fill learned that responses vary on headers this request sends
             # differently: go through the cache again for this request's own variant, so
