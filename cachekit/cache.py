@@ -13,6 +13,7 @@ from aiohttp.web import UrlDispatcher
 
 from cachekit.backends.base import LOOKUP_TIME, CounterSink, Store, StoreError
 from cachekit.backends.memory import MemoryStore
+from cachekit.backends.near import NearCache
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
@@ -73,6 +74,8 @@ class Cache:
         self._damage_log = RateLimitedLog()
         self.memory = self.store if isinstance(self.store, MemoryStore) else None
         self.flights = Flights()
+        #: Fill locks whose holder stopped answering, until when (loop time) they may remain.
+        self.stuck_locks: dict[str, float] = {}
         #: Request headers each handler's responses were seen to vary on (by handler name).
         self.learned_vary: dict[str, tuple[str, ...]] = {}
         #: The app's router, set by `setup_cache`, to find a handler's route for purges.
@@ -80,13 +83,18 @@ class Cache:
         self._published: dict[str, int] = {}
 
     def stats(self) -> dict[str, Any]:
-        """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts."""
+        """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts; with a
+        near cache, its `near_*` figures (`near_hits` counts hits it answered, a subset of
+        `hits`)."""
         result: dict[str, Any] = asdict(self.counters)
         result["store"] = "memory" if self.memory is not None else "redis"
         result["breaker_open"] = self.breaker.is_open
         if self.memory is not None:
             result["entries"] = len(self.memory)
             result["memory_bytes"] = self.memory.used_bytes
+        near = getattr(self.store, "near_cache", None)
+        if isinstance(near, NearCache):
+            result.update(near.stats())
         return result
 
     async def lookup(self, key: str) -> tuple[CachedResponse | None, int]:

@@ -35,6 +35,7 @@ SHAREABLE_REASONS: Final = frozenset({"status", "ttl-zero", "too-large", "not-st
 STALE_IF_ERROR: Final = "hit; fwd=stale; detail=stale-if-error"
 COLLAPSED: Final = "fwd=miss; collapsed"
 STORED: Final = "fwd=miss; stored"
+STUCK_LOCKS_KEPT: Final = 1024
 
 
 @dataclass(slots=True)
@@ -66,6 +67,10 @@ async def fill(job: Job, generation: int, fallback: CachedResponse | None) -> Fi
     cache = job.cache
     token = secrets.token_hex(16)
     lock = job.key  # named after the key looked up, even if a Vary stub moves `job.key`
+    loop_time = asyncio.get_running_loop().time
+    if cache.stuck_locks.get(lock, 0.0) > loop_time():
+        # Its holder died: this process already waited once; serve at once until it expires.
+        return await _run_and_store(job, UNKNOWN_GENERATION, fallback)
     locked = await cache.try_lock(lock, token) if _lockable(cache, generation) else None
     if locked is False:
         waited = await _wait_for_holder(job, lock, token)
@@ -74,6 +79,14 @@ async def fill(job: Job, generation: int, fallback: CachedResponse | None) -> Fi
         locked = waited
         if not locked:
             generation = UNKNOWN_GENERATION  # the holder is stuck: serve, but do not store
+            # Held for at least lock_timeout already, so it expires within the rest of
+            # lock_ttl; until then later requests need not wait for it again.
+            settings = cache.settings
+            stuck, now = cache.stuck_locks, loop_time()
+            if len(stuck) >= STUCK_LOCKS_KEPT:  # bounded: forget the expired ones
+                for key in [key for key, until in stuck.items() if until <= now]:
+                    del stuck[key]
+            stuck[lock] = now + settings.lock_ttl - settings.lock_timeout
     try:
         if locked:
             # The previous holder may have stored the entry just before we got the lock.

@@ -162,3 +162,27 @@ def test_environment_configures_the_app(monkeypatch: pytest.MonkeyPatch) -> None
     assert cache.settings.ttl_override("get_product") == 120
     assert cache.settings.namespace == "shop"
     assert cache.stats()["store"] == "memory"
+
+
+async def test_a_dead_lock_holder_costs_each_process_one_wait(
+    aiohttp_client: Any, real_redis_url: str
+) -> None:
+    routes, calls = counting_routes()
+    store = RedisStore.from_url(real_redis_url, NAMESPACE, 0.5)
+    app, cache = make_app(routes, store=store, lock_timeout=0.4, lock_ttl=5)
+    client = await aiohttp_client(app)
+    # A filler that died while holding the lock of this very key.
+    key = "thing:/thing?#host=" + "".join(
+        c if c.isalnum() else f"%{ord(c):02X}" for c in f"127.0.0.1:{client.port}"
+    )
+    assert await store.acquire_lock(key, "dead-worker", 5)
+    started = time.monotonic()
+    first = await client.get("/thing")
+    waited = time.monotonic() - started
+    started = time.monotonic()
+    later = [await client.get("/thing") for _ in range(5)]
+    quick = time.monotonic() - started
+    assert first.status == 200 and all(response.status == 200 for response in later)
+    assert 0.4 <= waited < 1.5  # one lock_timeout, not more
+    assert quick < 0.4  # no further waiting in this process
+    assert calls[0] == 6 and cache.stats()["stores"] == 0  # served, nothing stored meanwhile
