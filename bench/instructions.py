@@ -134,7 +134,8 @@ def main() -> None:
         low, high = instructions(variant, args.low), instructions(variant, args.high)
         per_request = (high - low) // (args.high - args.low)
         baseline = baseline or per_request
-        print(f"{variant:>22}: {per_request:>8,} instructions/request  {baseline / per_request:.3f}x limit")
+        ratio = baseline / per_request
+        print(f"{variant:>22}: {per_request:>8,} instructions/request  {ratio:.3f}x limit")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ PURGE_MARKER_MARGIN: Final = 60.0
 
 def build_store(settings: CacheSettings) -> Store:
     """The store the settings ask for: Redis when `redis_url` is set (standalone, cluster or
-    Sentinel, by `redis_mode`), else the embedded one."""
+    Sentinel, by `redis_mode`, with the near cache if configured), else the embedded one
+    (which is in-process already: `near_cache_max_bytes` does not apply to it)."""
     # A purge marker must outlive any fill it may void: fills hold their lock up to lock_ttl.
     purge_window = settings.lock_ttl + PURGE_MARKER_MARGIN
     if not settings.redis_url:
@@ -38,19 +39,18 @@ def build_store(settings: CacheSettings) -> Store:
             purge_window=purge_window,
         )
     url, namespace, timeout = settings.redis_url, settings.namespace, settings.redis_timeout
-    skew, variants = settings.purge_clock_skew, settings.max_variants
-    if settings.redis_mode == "cluster":
-        return ClusterStore.from_url(
-            url, namespace, timeout, variants, purge_window=purge_window, clock_skew=skew
-        )
+    variants = settings.max_variants
+    options = {"purge_window": purge_window, "clock_skew": settings.purge_clock_skew}
+    if settings.redis_mode == "cluster":  # settings refuse a near cache here
+        return ClusterStore.from_url(url, namespace, timeout, variants, **options)
+    near = {
+        "near_max_bytes": settings.near_cache_max_bytes,
+        "near_max_age": settings.near_cache_max_age,
+    }
     if settings.redis_mode == "sentinel":
         service = settings.redis_sentinel_service or ""
-        return SentinelStore.connect(
-            url, service, namespace, timeout, variants, purge_window=purge_window, clock_skew=skew
-        )
-    return RedisStore.from_url(
-        url, namespace, timeout, variants, purge_window=purge_window, clock_skew=skew
-    )
+        return SentinelStore.connect(url, service, namespace, timeout, variants, **options, **near)
+    return RedisStore.from_url(url, namespace, timeout, variants, **options, **near)
 
 
 def setup_cache(

@@ -102,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: CacheSettings) -> dict[str, Any]:
-    store = build_store(settings.model_copy(update={"redis_timeout": CLI_TIMEOUT}))
+    # No near cache: the CLI must read what Redis holds, and needs no listener.
+    update = {"redis_timeout": CLI_TIMEOUT, "near_cache_max_bytes": 0}
+    store = build_store(settings.model_copy(update=update))
     assert isinstance(store, RedisStore)  # a redis_url always gives a Redis store
     try:
         async with asyncio.timeout(CLI_TIMEOUT * 6):

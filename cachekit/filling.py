@@ -69,8 +69,11 @@ async def fill(job: Job, generation: int, fallback: CachedResponse | None) -> Fi
     lock = job.key  # named after the key looked up, even if a Vary stub moves `job.key`
     loop_time = asyncio.get_running_loop().time
     if cache.stuck_locks.get(lock, 0.0) > loop_time():
-        # Its holder died: this process already waited once; serve at once until it expires.
-        return await _run_and_store(job, UNKNOWN_GENERATION, fallback)
+        # Its holder stopped answering and this process already waited once: while the
+        # lock is still held, serve at once (not stored) instead of waiting again.
+        if await cache.lock_held(lock) is not False:
+            return await _run_and_store(job, UNKNOWN_GENERATION, fallback)
+        cache.stuck_locks.pop(lock, None)
     locked = await cache.try_lock(lock, token) if _lockable(cache, generation) else None
     if locked is False:
         waited = await _wait_for_holder(job, lock, token)

@@ -141,6 +141,21 @@ class CacheSettings(BaseSettings):
             " this long after a purge of one of its tags is not stored (it might predate it)."
         ),
     )
+    near_cache_max_bytes: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Byte budget of a per-process near cache in front of Redis (standalone or"
+            " Sentinel), kept coherent by Redis's client-side-caching invalidations; 0: off."
+        ),
+    )
+    near_cache_max_age: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Longest a near-cache entry is served without asking Redis (a safety net).",
+    )
     stats_interval: float = Field(
         default=10.0,
         ge=0,
@@ -174,6 +189,13 @@ class CacheSettings(BaseSettings):
         if self.redis_url is None:
             raise ValueError(f"{ENV_PREFIX}REDIS_URL: required when {ENV_PREFIX}REDIS_MODE={mode}")
         if mode == "cluster":
+            if self.near_cache_max_bytes:
+                # Tracking is per server: it would need one listener per node, kept in step
+                # with slot migrations. Refused rather than silently ignored.
+                raise ValueError(
+                    f"{ENV_PREFIX}NEAR_CACHE_MAX_BYTES: the near cache is not supported with"
+                    f" {ENV_PREFIX}REDIS_MODE=cluster; set it to 0"
+                )
             if not self.redis_url.startswith(("redis://", "rediss://")):
                 raise ValueError(
                     f"{ENV_PREFIX}REDIS_URL: a cluster node must be redis://host:port or rediss://"

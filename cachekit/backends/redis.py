@@ -20,6 +20,9 @@ fill ran after (1) and saw the marker (it stores nothing), or it ran before (1),
 was in the index for the whole walk, and (2) deleted the entry. No entry of a purged tag is
 served afterwards, for fills shorter than the marker's lifetime (`lock_ttl` + 60 s). Redis
 Cluster keeps the same guarantee with a three-step fill (see `cluster.py`).
+
+Near cache (optional): fresh entries are also kept decoded in the process and answered
+without a round trip while Redis's invalidations say they are unchanged (see `near.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from redis.retry import Retry
 
 from cachekit.backends import scripts
 from cachekit.backends.base import LOOKUP_TIME, StoreError
+from cachekit.backends.layout import KeyLayout
+from cachekit.backends.near import NearCache
 from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
 
 log = logging.getLogger("cachekit.redis")
@@ -56,13 +61,15 @@ TRIM_LIMIT: Final = 8
 Waiters = list[asyncio.Future[tuple[CachedResponse | None, int]]]
 
 
-class RedisStore:
+class RedisStore(KeyLayout):
     """A `Store` on one Redis server (or a Sentinel-managed primary). Lookups issued in the
     same event-loop turn share one MGET (together with the generation), so a hit costs a
     fraction of a round trip.
 
     `purge_window`: seconds a tag's purge marker is kept, the longest fill it protects
     against. `clock_skew`: seconds the clocks of purging and filling processes may disagree.
+    `near_max_bytes` > 0 adds a near cache of that size whose entries live at most
+    `near_max_age` seconds (not on a Redis Cluster: tracking would be needed per node).
     """
 
     remote = True
@@ -76,20 +83,27 @@ class RedisStore:
         *,
         purge_window: float = 90.0,
         clock_skew: float = 1.0,
+        near_max_bytes: int = 0,
+        near_max_age: float = 10.0,
     ) -> None:
         # Typed loosely: the commands used here are common to Redis and RedisCluster.
+        super().__init__(namespace)  # the key layout (entry_key, tag_key, ...)
         self._redis: Any = client
-        self._namespace = namespace
         self._timeout = timeout
         self._max_variants = max_variants
         self._purge_window_ms = max(1, int(purge_window * 1000))
         self._clock_skew = clock_skew
         self.trim_slack_ms = TRIM_SLACK_MS
-        self._gen_key = f"{namespace}:gen"
         self._pending: dict[str, Waiters] = {}
         self._batches: set[asyncio.Task[None]] = set()
         self._compare_and_delete = client.register_script(scripts.COMPARE_AND_DELETE)
         self._store_script = client.register_script(scripts.STORE)
+        self._near: NearCache | None = None
+        if near_max_bytes > 0:
+            if isinstance(client, RedisCluster):
+                raise ValueError("the near cache is not supported on a Redis Cluster")
+            pool = client.connection_pool
+            self._near = NearCache.for_pool(pool, self, near_max_bytes, near_max_age, timeout)
 
     @classmethod
     def from_url(
@@ -110,55 +124,25 @@ class RedisStore:
         return self._redis
 
     @property
-    def namespace(self) -> str:
-        """The prefix of every key of this store."""
-        return self._namespace
-
-    def entry_key(self, key: str) -> str:
-        """The Redis key holding the entry of logical key `key`."""
-        return self._slotted("e", key)
-
-    def lock_key(self, key: str) -> str:
-        """The Redis key holding the fill lock of logical key `key`."""
-        return self._slotted("l", key)
-
-    def pending_key(self, key: str) -> str:
-        """The Redis key where a cluster fill parks the entry of `key` until it is checked."""
-        return self._slotted("p", key)
-
-    def variants_key(self, base: str) -> str:
-        """The Redis key of the set of variant suffixes stored for base key `base`."""
-        return f"{self._namespace}:v:{{{base}}}"
-
-    def tag_key(self, tag: str) -> str:
-        """The Redis key of the sorted set indexing the entries stored under `tag`."""
-        return f"{self._namespace}:t:{{={tag}}}"
-
-    def purge_marker_key(self, tag: str) -> str:
-        """The Redis key recording when `tag` was last purged (same slot as its index)."""
-        return f"{self._namespace}:tp:{{={tag}}}"
-
-    @property
-    def generation_key(self) -> str:
-        """The Redis key of the namespace generation."""
-        return self._gen_key
-
-    @property
-    def stats_key(self) -> str:
-        """The Redis hash of counters published by the app processes."""
-        return f"{self._namespace}:stats"
-
-    def _slotted(self, kind: str, key: str) -> str:
-        base, mark, variant = key.partition("#")
-        return f"{self._namespace}:{kind}:{{{base}}}{mark}{variant}"
+    def near_cache(self) -> NearCache | None:
+        """The near cache in front of Redis, if one is configured."""
+        return self._near
 
     # ------------------------------------------------------------------ lookups
 
     def get(self, key: str) -> asyncio.Future[tuple[CachedResponse | None, int]]:
-        """See `Store.get`. Resolves within the store timeout (or with `StoreError`)."""
-        LOOKUP_TIME.set(time.time())  # a plain function: this is the caller's context
+        """See `Store.get`. Resolves within the store timeout (or with `StoreError`);
+        a near-cache hit returns a future already done (awaiting it does not yield)."""
+        now = time.time()
+        LOOKUP_TIME.set(now)  # a plain function: this is the caller's context
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[CachedResponse | None, int]] = loop.create_future()
+        near = self._near
+        if near is not None:
+            found = near.lookup(key, now)
+            if found is not None:
+                waiter.set_result(found)
+                return waiter
         if not self._pending:
             loop.call_soon(self._flush)
         self._pending.setdefault(key, []).append(waiter)
@@ -166,9 +150,20 @@ class RedisStore:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
-        self._spawn(self._fetch(pending))
+        near = self._near
+        self._spawn(self._lookup(pending, 0) if near is None else self._near_fetch(pending, near))
 
-    async def _fetch(self, pending: dict[str, Waiters]) -> None:
+    async def _near_fetch(self, pending: dict[str, Waiters], near: NearCache) -> None:
+        keys = list(pending)
+        # Taken before the MGET is sent, released after its entries were offered: see
+        # NearCache, rule 2.
+        ticket = near.watch(keys)
+        try:
+            await self._lookup(pending, ticket)
+        finally:
+            near.unwatch(keys)
+
+    async def _lookup(self, pending: dict[str, Waiters], ticket: int) -> None:
         keys = list(pending)
         try:
             async with asyncio.timeout(self._timeout):
@@ -184,14 +179,16 @@ class RedisStore:
             raise
         generation = _as_int(generation_raw)
         for key, raw in zip(keys, values, strict=True):
-            self._resolve(key, raw, generation, pending[key])
+            self._resolve(key, raw, generation, pending[key], ticket)
 
     async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and these entries, in one round trip (one MGET)."""
         values = cast(list[bytes | None], await self._redis.mget([self._gen_key, *entry_keys]))
         return values[0], values[1:]
 
-    def _resolve(self, key: str, raw: bytes | None, generation: int, waiters: Waiters) -> None:
+    def _resolve(
+        self, key: str, raw: bytes | None, generation: int, waiters: Waiters, ticket: int = 0
+    ) -> None:
         result: tuple[CachedResponse | None, int] = (None, generation)
         if raw is not None:
             try:
@@ -202,6 +199,8 @@ class RedisStore:
                 return
             if entry.generation == generation:
                 result = (entry, generation)
+                if self._near is not None:
+                    self._near.offer(key, result, ticket)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(result)
@@ -226,7 +225,10 @@ class RedisStore:
         keep_ms = max(1, int(entry.keep_for() * 1000))
         data = encode(entry)
         since = None if started_at is None else int((started_at - self._clock_skew) * 1000)
-        return await self._store(key, entry.tags, data, keep_ms, since)
+        try:
+            return await self._store(key, entry.tags, data, keep_ms, since)
+        finally:
+            self._forget((key,))  # even on failure: the write may have happened
 
     async def _store(
         self, key: str, tags: Sequence[str], data: bytes, keep_ms: int, since: int | None
@@ -254,7 +256,17 @@ class RedisStore:
 
     async def delete(self, keys: Sequence[str]) -> int:
         """See `Store.delete`."""
-        return await self._unlink([self.entry_key(key) for key in keys])
+        try:
+            return await self._unlink([self.entry_key(key) for key in keys])
+        finally:
+            self._forget(keys)
+
+    def _forget(self, keys: Iterable[str]) -> None:
+        """Drop keys this process just wrote from the near cache, without waiting for
+        Redis's invalidation message (so the process reads its own writes)."""
+        if self._near is not None:
+            for key in keys:
+                self._near.invalidate(key)
 
     async def _unlink(self, redis_keys: Sequence[str]) -> int:
         """UNLINK these keys; how many existed."""
@@ -297,7 +309,11 @@ class RedisStore:
             while True:
                 cursor, found = await self._run(self._redis.zscan(tag_key, cursor, count=TAG_BATCH))
                 if found:
-                    removed += await self._purge_batch(tag_key, [member for member, _ in found])
+                    members = [member for member, _ in found]
+                    try:
+                        removed += await self._purge_batch(tag_key, members)
+                    finally:
+                        self._forget(member.decode() for member in members)
                 if not cursor:
                     break
         return removed
@@ -313,7 +329,11 @@ class RedisStore:
 
     async def clear(self) -> None:
         """See `Store.clear`: bump the generation; old entries expire on their own."""
-        await self._run(self._redis.incr(self._gen_key))
+        try:
+            await self._run(self._redis.incr(self._gen_key))
+        finally:
+            if self._near is not None:
+                self._near.flush()
 
     async def acquire_lock(self, key: str, token: str, ttl: float) -> bool:
         """See `Store.acquire_lock` (SET NX PX)."""
@@ -336,9 +356,12 @@ class RedisStore:
             await self._run(pipe.execute())
 
     async def close(self) -> None:
-        """Wait briefly for lookups in flight, then close the connection pool."""
+        """Wait briefly for lookups in flight, stop the near cache's listener, then close
+        the connection pool."""
         if self._batches:
             await asyncio.wait(set(self._batches), timeout=self._timeout)
+        if self._near is not None:
+            await self._near.close()
         await self._redis.aclose()
 
     async def _run(self, awaitable: Any) -> Any:
