@@ -14,6 +14,7 @@ from aiohttp.web import UrlDispatcher
 from cachekit.backends.base import LOOKUP_TIME, CounterSink, Store, StoreError
 from cachekit.backends.memory import MemoryStore
 from cachekit.backends.near import NearCache
+from cachekit.backends.redis import RedisStore
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
@@ -73,6 +74,8 @@ class Cache:
         self.breaker = CircuitBreaker(settings.failure_threshold, settings.failure_cooldown)
         self._damage_log = RateLimitedLog()
         self.memory = self.store if isinstance(self.store, MemoryStore) else None
+        #: The near cache in front of Redis, when configured (hits need no coroutine).
+        self.near = self.store.near_cache if isinstance(self.store, RedisStore) else None
         self.flights = Flights()
         #: Fill locks whose holder stopped answering, until when (loop time) they may remain.
         self.stuck_locks: dict[str, float] = {}

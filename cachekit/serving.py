@@ -68,10 +68,10 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
         directives = policy.NO_DIRECTIVES
     looked_up = None
     if directives is policy.NO_DIRECTIVES and key not in cache.flights.fills:
-        memory = cache.memory
+        memory, near = cache.memory, cache.near
         if memory is not None:
             looked_up = memory.get_now(key), 0
-        else:
+        elif near is None or (looked_up := near.lookup(key, cache.clock())) is None:
             looked_up = await cache.lookup(key)
         entry = looked_up[0]
         if entry is not None and not entry.vary_stub:
