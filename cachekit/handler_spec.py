@@ -113,10 +113,6 @@ class HandlerSpec:
             sync_key=sync_key,
         )
 
-    def base_key_now(self, request: web.Request) -> str | None:
-        """The base key when it needs no awaiting (template or default); else None."""
-        return None if self.sync_key is None else self.sync_key(request)
-
     async def base_key(self, request: web.Request) -> str:
         """The logical key of this request before any Vary suffix."""
         if self.template is not None:
