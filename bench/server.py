@@ -48,8 +48,12 @@ def cachekit_app(config: ServerConfig, upstream: Upstream) -> web.Application:
 
     items, slow = uncached_handlers(upstream)
     app = base_app(upstream)
-    redis_url = config.redis_url if config.backend == "redis" else None
-    setup_cache(app, CacheSettings(redis_url=redis_url, namespace="cachekit"))
+    redis_url = config.redis_url if config.backend.startswith("redis") else None
+    near_bytes = 64 << 20 if config.backend == "redis-near" else 0
+    setup_cache(
+        app,
+        CacheSettings(redis_url=redis_url, namespace="cachekit", near_cache_max_bytes=near_bytes),
+    )
     return add_pages(
         app,
         cached(ttl=TTL, key="items:{match_info[n]}", name="items")(items),
@@ -76,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until terminated."""
     parser = argparse.ArgumentParser(prog="python -m bench.server")
     parser.add_argument("--kind", choices=sorted(BUILDERS), required=True)
-    parser.add_argument("--backend", choices=["none", "memory", "redis"], default="none")
+    parser.add_argument(
+        "--backend", choices=["none", "memory", "redis", "redis-near"], default="none"
+    )
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.002)

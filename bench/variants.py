@@ -14,7 +14,7 @@ class Variant:
 
     name: str
     kind: str  # a key of bench.server.BUILDERS
-    backend: str  # none | memory | redis
+    backend: str  # none | memory | redis | redis-near (Redis with cachekit's near cache)
     spread: bool
     description: str
 
@@ -26,7 +26,7 @@ class Variant:
     @property
     def uses_redis(self) -> bool:
         """Whether the variant needs the private redis-server."""
-        return self.backend == "redis"
+        return self.backend.startswith("redis")
 
     def unavailable(self) -> str | None:
         """Why the variant cannot run here, or None."""
@@ -47,6 +47,20 @@ ALL: Final = (
     Variant("cachekit-redis", "cachekit", "redis", False, "@cached, Redis, one hot key"),
     Variant("cachekit-redis-spread", "cachekit", "redis", True, "@cached, Redis, 1,000 keys"),
     Variant("cachekit-memory-spread", "cachekit", "memory", True, "@cached, embedded, 1,000 keys"),
+    Variant(
+        "cachekit-redis-near",
+        "cachekit",
+        "redis-near",
+        False,
+        "@cached, Redis + near cache (CACHEKIT_NEAR_CACHE_MAX_BYTES=64 MiB), one hot key",
+    ),
+    Variant(
+        "cachekit-redis-near-spread",
+        "cachekit",
+        "redis-near",
+        True,
+        "@cached, Redis + near cache, 1,000 keys",
+    ),
     _peer("aiohttp-cache", "memory"),
     _peer("aiohttp-cache", "redis"),
     _peer("aiocache", "memory"),
@@ -64,6 +78,8 @@ DEFAULT: Final = (
     "cachekit-memory",
     "cachekit-redis",
     "cachekit-redis-spread",
+    "cachekit-redis-near",
+    "cachekit-redis-near-spread",
     "aiohttp-cache-memory",
     "aiohttp-cache-redis",
     "aiocache-memory",
