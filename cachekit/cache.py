@@ -159,11 +159,6 @@ class Cache:
             raise TypeError("parameters are only meaningful with a @cached handler")
         return int(await self._strict(self.store.delete_variants(bases)))
 
-    async def invalidate_variants(self, *base_keys: str) -> int:
-        """Remove the entries under these base keys together with all their Vary variants;
-        returns how many existed. Raises `StoreError` when the store cannot be reached."""
-        return int(await self._strict(self.store.delete_variants(list(base_keys))))
-
     async def invalidate_tags(self, *tags: str) -> int:
         """Remove every entry stored under any of these tags; raises `StoreError` on failure."""
         return int(await self._strict(self.store.invalidate_tags(tags)))

@@ -52,14 +52,20 @@ class Job:
 
     def key_for(self, vary: tuple[str, ...]) -> str:
         """This request's key when its handler varies on the request headers `vary`."""
-        suffix = keys.vary_suffix(self.request.headers, vary)
-        return keys.compose(self.base, suffix, self.cache.settings.max_key_length)
+        return keys.request_key(
+            self.base, self.request.headers, vary, self.cache.settings.max_key_length
+        )
 
     @property
     def emit_cache_control(self) -> bool:
         """Whether hits tell browsers and CDNs how long they may keep the response."""
-        own = self.spec.emit_cache_control
-        return own if own is not None else self.cache.settings.emit_cache_control
+        return emits_cache_control(self.cache, self.spec)
+
+
+def emits_cache_control(cache: Cache, spec: HandlerSpec) -> bool:
+    """The handler's own `emit_cache_control`, else the setting."""
+    own = spec.emit_cache_control
+    return own if own is not None else cache.settings.emit_cache_control
 
 
 async def fill(job: Job, generation: int, fallback: CachedResponse | None) -> FillOutcome:

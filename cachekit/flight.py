@@ -67,10 +67,6 @@ class Flights:
         task.add_done_callback(lambda done: self._forget(self.refreshes, key, done))
         return True
 
-    def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run fire-and-forget work that must still be finished or cancelled at shutdown."""
-        return self._own(work)
-
     async def close(self, grace: float) -> None:
         """Wait up to `grace` seconds for owned tasks, then cancel what is left."""
         self.closing = True

@@ -146,6 +146,15 @@ def compose(base: str, suffix: str, max_length: int) -> str:
     return bound_length(base, max_length) + suffix
 
 
+def request_key(
+    base: str, headers: MultiMapping[str], vary: tuple[str, ...], max_length: int
+) -> str:
+    """A request's full key: its base key plus the values of the headers it varies on."""
+    if not vary:
+        return base if len(base) <= max_length else bound_length(base, max_length)
+    return compose(base, vary_suffix(headers, vary), max_length)
+
+
 def path_tag(raw_target: str) -> str:
     """The implicit tag of every entry stored for a path (RFC 9111 §4.4 invalidation)."""
     return "path:" + escape_path(split_raw_target(raw_target)[0])

@@ -126,7 +126,9 @@ def add_freshness(
 
 
 def mark(headers: MutableMultiMapping[str] | web.StreamResponse, x_cache: str, status: str) -> None:
-    """Add `X-Cache` and `Cache-Status` to a response (or an HTTPException's headers)."""
+    """Label a response the handler made (or an HTTPException's headers) on its way out:
+    add `X-Cache` and `Cache-Status`, strip the `Cache-Tag` lines meant for the cache."""
     target = headers.headers if isinstance(headers, web.StreamResponse) else headers
     target[X_CACHE] = x_cache
     target.add(CACHE_STATUS, f"{CACHE_NAME}; {status}")
+    target.popall(CACHE_TAG_HEADER, None)

@@ -17,13 +17,14 @@ from cachekit.filling import (
     STORED,
     Call,
     Job,
+    emits_cache_control,
     fill,
     lookup_following_stubs,
     refresh,
 )
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
-from cachekit.responses import CACHE_TAG_HEADER, from_entry, mark
+from cachekit.responses import from_entry, mark
 
 log = logging.getLogger("cachekit")
 
@@ -54,13 +55,8 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
         if awaited is None:
             return await _bypass(cache, call, reason)
         base = awaited
-    vary = cache.learned_vary.get(spec.name, spec.vary)
-    if vary:
-        key = keys.compose(base, keys.vary_suffix(headers, vary), settings.max_key_length)
-    elif len(base) > settings.max_key_length:
-        key = keys.bound_length(base, settings.max_key_length)
-    else:
-        key = base
+    vary = cache.vary_names(spec.name, spec.vary)
+    key = keys.request_key(base, headers, vary, settings.max_key_length)
     honor = spec.honor_request_cache_control
     if honor if honor is not None else settings.honor_request_cache_control:
         directives = policy.request_directives(headers.get("Cache-Control"))
@@ -68,22 +64,17 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
         directives = policy.NO_DIRECTIVES
     looked_up = None
     if directives is policy.NO_DIRECTIVES and key not in cache.flights.fills:
-        memory, near = cache.memory, cache.near
+        memory, near, now = cache.memory, cache.near, cache.clock()
         if memory is not None:
             looked_up = memory.get_now(key), 0
-        elif near is None or (looked_up := near.lookup(key, cache.clock())) is None:
+        elif near is None or (looked_up := near.lookup(key, now)) is None:
             looked_up = await cache.lookup(key)
+            now = cache.clock()  # the round trip took time
         entry = looked_up[0]
-        if entry is not None and not entry.vary_stub:
-            now = cache.clock()
-            if now < entry.fresh_until:
-                cache.counters.hits += 1
-                emit = spec.emit_cache_control
-                if emit is None:
-                    emit = settings.emit_cache_control
-                if "If-None-Match" in headers or "If-Modified-Since" in headers:
-                    return answer(request, entry, now, "hit", "HIT", emit_cache_control=emit)
-                return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
+        if entry is not None and not entry.vary_stub and now < entry.fresh_until:
+            cache.counters.hits += 1
+            emit = emits_cache_control(cache, spec)
+            return answer(request, entry, now, "hit", "HIT", emit_cache_control=emit)
     job = Job(cache, spec, request, call, base, key, directives)
     return await _respond(job, looked_up=looked_up)
 
@@ -188,7 +179,6 @@ async def run_marked(call: Call, x_cache: str, status: str) -> web.StreamRespons
         response = await call()
     except web.HTTPException as exc:
         mark(exc.headers, x_cache, status)
-        exc.headers.popall(CACHE_TAG_HEADER, None)
         raise
     return _marked(response, x_cache, status)
 
@@ -196,7 +186,6 @@ async def run_marked(call: Call, x_cache: str, status: str) -> web.StreamRespons
 def _marked(response: web.StreamResponse, x_cache: str, status: str) -> web.StreamResponse:
     if not response.prepared:
         mark(response, x_cache, status)
-        response.headers.popall(CACHE_TAG_HEADER, None)
     return response
 
 
@@ -229,7 +218,6 @@ def _answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
     if error is not None:
         if isinstance(error, web.HTTPException):
             mark(error.headers, outcome.x_cache, outcome.status)
-            error.headers.popall(CACHE_TAG_HEADER, None)
         raise error
     assert response is not None  # a fill yields a response, an error or an entry
     return _marked(response, outcome.x_cache, outcome.status)

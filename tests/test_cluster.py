@@ -144,7 +144,7 @@ async def test_clear_and_variant_purge(aiohttp_client: Any, cluster_url: str) ->
     store = cache_one.store
     assert isinstance(store, ClusterStore)
     base = await _base_of(store, "greeting")
-    assert await cache_one.invalidate_variants(base) == 2
+    assert await cache_one.invalidate(base) == 2
     assert (await one.get("/greeting", headers={"Accept-Language": "de"})).headers[
         "X-Cache"
     ] == "MISS"
