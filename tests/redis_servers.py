@@ -172,7 +172,28 @@ def _stop_leftovers() -> None:
 # --------------------------------------------------------------------------- one server
 
 
-class RedisServer:
+class _StartedInWith:
+    """`with X() as x:` starts the processes and always stops them."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(_StartedInWith):
     """One ``redis-server`` process on 127.0.0.1 and a free (or given) port.
 
     ``start()`` waits until it answers PING; ``stop()`` ends it (SIGTERM, then
@@ -310,17 +331,6 @@ class RedisServer:
             self.restart()
         return self
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # ---- talking to it
 
     def client(self, **kwargs: Any) -> redis.Redis:
@@ -433,7 +443,7 @@ class MakeRedisServer(Protocol):
 # --------------------------------------------------------------------------- cluster
 
 
-class RedisCluster:
+class RedisCluster(_StartedInWith):
     """A Redis Cluster of ``masters`` (default 3) master nodes and no replicas."""
 
     def __init__(
@@ -542,22 +552,11 @@ class RedisCluster:
             node.stop()
         self.nodes = []
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 # --------------------------------------------------------------------------- sentinel
 
 
-class RedisSentinelSetup:
+class RedisSentinelSetup(_StartedInWith):
     """A primary, one replica and one Sentinel watching them, all on loopback.
 
     ``service_name`` is the name the Sentinel knows the primary by. ``failover()``
@@ -678,17 +677,6 @@ class RedisSentinelSetup:
         for server in self.servers:
             server.stop()
         self.servers = []
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---- failover
 
