@@ -71,13 +71,13 @@ async def drive(port: int, requests: int) -> None:
     """Wait for the server, then send `requests` GETs on one connection."""
     url = f"http://127.0.0.1:{port}/items/1"
     async with ClientSession() as session:
-        for _ in range(400):  # under valgrind start-up takes seconds
+        for _ in range(1200):  # under valgrind start-up takes up to a minute or two
             try:
                 async with session.get(url) as response:
                     await response.read()
                 break
             except ClientError:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.25)
         for _ in range(requests):
             async with session.get(url) as response:
                 await response.read()

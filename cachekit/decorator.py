@@ -10,7 +10,7 @@ from aiohttp import web
 
 from cachekit.handler_spec import HandlerSpec, KeySpec, TagSpec
 from cachekit.invalidation import SPEC_ATTRIBUTE
-from cachekit.serving import serve
+from cachekit.serving import fresh_hit, serve
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[web.StreamResponse]])
 
@@ -61,6 +61,9 @@ def cached(
         @functools.wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> web.StreamResponse:
             request = args[-1] if args and type(args[-1]) is web.Request else _find_request(args)
+            hit = fresh_hit(spec, request)
+            if hit is not None:
+                return hit
             return await serve(spec, request, lambda: handler(*args, **kwargs))
 
         setattr(wrapper, SPEC_ATTRIBUTE, spec)

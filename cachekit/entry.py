@@ -53,6 +53,9 @@ class CachedResponse:
     fresh_until: float = field(init=False, compare=False, repr=False)
     stale_until: float = field(init=False, compare=False, repr=False)
     drop_at: float = field(init=False, compare=False, repr=False)
+    #: Scratch space of the aiohttp layer: the header block of the latest hit, reused by
+    #: hits within the same second (see `responses.from_entry`). Never stored.
+    hit_headers: object = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         fresh_until = self.stored_at + self.ttl

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import string
 from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache
-from typing import Final, Protocol
+from functools import lru_cache, wraps
+from typing import Final, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from multidict import MultiMapping
@@ -28,6 +28,24 @@ _PATH_SAFE: Final = frozenset(string.ascii_letters + string.digits + "/%-._!$&'(
 # Light escaping for keys a developer's callable returns: readable, yet still injective.
 _LIGHT_UNSAFE: Final = frozenset("%{}#~ \t\r\n\x0b\x0c")
 TEMPLATE_FIELDS: Final = frozenset({"path", "host", "match_info", "query", "headers"})
+#: Memoised key parts: at most this many results per function, each from an input of at
+#: most MEMO_MAX_CHARS characters, so client-chosen 8 KB paths and headers cannot make the
+#: memos grow past a few megabytes; longer inputs are computed every time.
+MEMO_ENTRIES: Final = 4096
+MEMO_MAX_CHARS: Final = 512
+
+_Result = TypeVar("_Result")
+
+
+def _short_input_memo(function: Callable[[str], _Result]) -> Callable[[str], _Result]:
+    """`lru_cache` for a function of one string, skipped for long strings."""
+    cached = lru_cache(maxsize=MEMO_ENTRIES)(function)
+
+    @wraps(function)
+    def memoized(text: str) -> _Result:
+        return cached(text) if len(text) <= MEMO_MAX_CHARS else function(text)
+
+    return memoized
 
 
 class KeyedRequest(Protocol):
@@ -48,13 +66,13 @@ def escape_bytes(data: bytes) -> str:
     return "".join([_STRICT[byte] for byte in data])
 
 
-@lru_cache(maxsize=4096)
+@_short_input_memo
 def escape_text(text: str) -> str:
     """Strictly escape text; lone surrogates (undecodable input) are kept distinct."""
     return escape_bytes(text.encode("utf-8", "surrogatepass"))
 
 
-@lru_cache(maxsize=4096)
+@_short_input_memo
 def escape_path(raw_path: str) -> str:
     """A client's raw path, with every character that could act as a key separator escaped."""
     return "".join(char if char in _PATH_SAFE else escape_text(char) for char in raw_path)
@@ -82,7 +100,7 @@ def _decode_query_part(raw: str) -> bytes:
     return unquote_to_bytes(raw.replace("+", " "))
 
 
-@lru_cache(maxsize=4096)
+@_short_input_memo
 def query_pairs(raw_query: str) -> tuple[tuple[str, str], ...]:
     """The escaped (name, value) pairs of a raw query string, in their original order."""
     pairs = []
@@ -95,7 +113,7 @@ def query_pairs(raw_query: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-@lru_cache(maxsize=4096)
+@_short_input_memo
 def canonical_query(raw_query: str) -> str:
     """Query parameters sorted by name; repeated parameters keep their relative order."""
     ordered = sorted(query_pairs(raw_query), key=lambda pair: pair[0])
@@ -114,14 +132,17 @@ def vary_suffix(headers: MultiMapping[str], names: tuple[str, ...]) -> str:
     """The key part naming the values of the request headers the entry varies on."""
     if not names:
         return ""
+    return _format_suffix(names, _vary_values(headers, names))
+
+
+def _vary_values(headers: MultiMapping[str], names: tuple[str, ...]) -> tuple[str | None, ...]:
     values = []
     for name in names:
         lines = headers.getall(name, None)
         values.append(None if lines is None else ", ".join(lines))
-    return _format_suffix(names, tuple(values))
+    return tuple(values)
 
 
-@lru_cache(maxsize=4096)
 def _format_suffix(names: tuple[str, ...], values: tuple[str | None, ...]) -> str:
     return "#" + "&".join(
         f"{name}={ABSENT if value is None else escape_text(value)}"
@@ -152,7 +173,25 @@ def request_key(
     """A request's full key: its base key plus the values of the headers it varies on."""
     if not vary:
         return base if len(base) <= max_length else bound_length(base, max_length)
-    return compose(base, vary_suffix(headers, vary), max_length)
+    if len(vary) == 1:  # the common case (the default key varies on Host alone)
+        lines = headers.getall(vary[0], None)
+        values: tuple[str | None, ...] = (
+            None if lines is None else lines[0] if len(lines) == 1 else ", ".join(lines),
+        )
+    else:
+        values = _vary_values(headers, vary)
+    memo_key = (base, vary, values, max_length)
+    key = _FULL_KEYS.get(memo_key)
+    if key is None:
+        key = compose(base, _format_suffix(vary, values), max_length)
+        if len(base) + sum(len(value) for value in values if value) <= MEMO_MAX_CHARS:
+            if len(_FULL_KEYS) >= MEMO_ENTRIES:
+                _FULL_KEYS.clear()
+            _FULL_KEYS[memo_key] = key
+    return key
+
+
+_FULL_KEYS: Final[dict[tuple[str, tuple[str, ...], tuple[str | None, ...], int], str]] = {}
 
 
 def path_tag(raw_target: str) -> str:
@@ -160,11 +199,19 @@ def path_tag(raw_target: str) -> str:
     return "path:" + escape_path(split_raw_target(raw_target)[0])
 
 
-@lru_cache(maxsize=4096)
 def default_key(handler_name: str, raw_target: str) -> str:
     """`name:path?canonical-query`, the key used when a handler gives none."""
+    if len(raw_target) <= MEMO_MAX_CHARS:
+        return _memoized_default_key(handler_name, raw_target)
+    return _default_key(handler_name, raw_target)
+
+
+def _default_key(handler_name: str, raw_target: str) -> str:
     raw_path, raw_query = split_raw_target(raw_target)
     return f"{escape_light(handler_name)}:{escape_path(raw_path)}?{canonical_query(raw_query)}"
+
+
+_memoized_default_key: Final = lru_cache(maxsize=MEMO_ENTRIES)(_default_key)
 
 
 Getter = Callable[[KeyedRequest], str]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Final
 
-from aiohttp import web
-from multidict import MutableMultiMapping
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, MutableMultiMapping, istr
 
 from cachekit import conditional, policy
 from cachekit.entry import CachedResponse, body_etag
@@ -92,23 +93,96 @@ def from_entry(
 ) -> web.Response:
     """A new response from a stored entry: its status, header lines and body (or a 304 with
     the fields RFC 9110 §15.4.5 lists), plus `Age`, `Cache-Status` and `X-Cache`."""
-    age = now - entry.stored_at  # entry.age() and entry.remaining(), without the calls
+    age = int(now - entry.stored_at)  # entry.age() and entry.remaining(), without the calls
+    probe = (age, int(entry.fresh_until - now), status, x_cache, emit_cache_control)
+    if not_modified:
+        lines = (*conditional.not_modified_lines(entry.headers), *_ours(entry, probe))
+        return web.Response(status=304, headers=lines)
+    # The header block changes at most once a second: hits within that second share one
+    # multidict (web.Response copies it), instead of formatting and hashing every line.
+    memo = entry.hit_headers
+    if type(memo) is tuple and memo[0] == probe:
+        headers: CIMultiDict[str] = memo[1]
+    else:
+        # istr names: aiohttp iterates the lines to send them, and a CIMultiDict turns every
+        # plain-str name into a new istr on each iteration.
+        headers = CIMultiDict([(istr(name), value) for name, value in entry.headers])
+        headers.extend(_ours(entry, probe))
+        entry.hit_headers = (probe, headers)
+    if entry.compress or not _FAST_RESPONSE:
+        response = web.Response(status=entry.status, body=entry.body, headers=headers)
+        if entry.compress:
+            response.enable_compression()
+        return response
+    return _new_response(entry.status, entry.body, headers)
+
+
+def _new_response(status: int, body: bytes, headers: CIMultiDict[str]) -> web.Response:
+    """`web.Response(status=status, body=body, headers=headers)` without running its
+    constructor's argument checks (half the cost of a hit): the instance gets exactly the
+    attributes the constructor sets, as `_verify_fast_response` checked at import time."""
+    response: web.Response = _object_new(web.Response)
+    state = _RESPONSE_STATE.copy()
+    state["_state"] = {}
+    state["_headers"] = headers.copy()
+    state["_status"] = status
+    state["_reason"] = _REASONS.get(status, "")
+    state["_body"] = body
+    response.__dict__ = state
+    return response
+
+
+_object_new = object.__new__
+_REASONS: Final = {int(status): status.phrase for status in HTTPStatus}
+#: What `web.Response.__init__` leaves in an instance, minus the per-response fields.
+_RESPONSE_STATE: Final[dict[str, object]] = {}
+
+
+def _verify_fast_response() -> bool:
+    """Whether `_new_response` builds what this aiohttp's constructor builds.
+
+    Compares the instance attributes of both for a few probes; any difference (a new
+    aiohttp release that sets more or other fields) switches the shortcut off for good.
+    """
+    try:
+        template = vars(web.Response(status=200, body=b"", headers=CIMultiDict()))
+        _RESPONSE_STATE.update(
+            (name, value)
+            for name, value in template.items()
+            if name not in {"_state", "_headers", "_status", "_reason", "_body"}
+        )
+        for status, body in ((200, b"probe"), (404, b""), (203, b"x" * 100)):
+            headers = CIMultiDict([("Content-Type", "text/plain"), ("X-A", "1"), ("x-a", "2")])
+            built = web.Response(status=status, body=body, headers=headers)
+            fast = _new_response(status, body, headers)
+            if vars(built) != vars(fast) or type(built) is not type(fast):
+                return False
+    except Exception:  # any surprise means: use the constructor
+        return False
+    return True
+
+
+_FAST_RESPONSE: Final = _verify_fast_response()
+
+
+def _ours(
+    entry: CachedResponse, probe: tuple[int, int, str, str, bool]
+) -> tuple[tuple[str, str], ...]:
+    age, ttl, status, x_cache, emit_cache_control = probe
     ours: tuple[tuple[str, str], ...] = (
-        ("Age", str(int(age)) if age > 0 else "0"),
-        (CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={int(entry.fresh_until - now)}"),
-        (X_CACHE, x_cache),
+        (_AGE, str(age) if age > 0 else "0"),
+        (_CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={ttl}"),
+        (_X_CACHE, x_cache),
     )
     if emit_cache_control and not _declares_freshness(entry.headers):
         # The whole lifetime: with `Age` beside it, downstream sees exactly what remains.
-        ours += (("Cache-Control", f"public, max-age={max(0, int(entry.ttl))}"),)
-    if not_modified:
-        lines = (*conditional.not_modified_lines(entry.headers), *ours)
-        return web.Response(status=304, headers=lines)
-    # One header multidict per hit: web.Response copies whatever it is given.
-    response = web.Response(status=entry.status, body=entry.body, headers=entry.headers + ours)
-    if entry.compress:
-        response.enable_compression()
-    return response
+        ours += ((hdrs.CACHE_CONTROL, f"public, max-age={max(0, int(entry.ttl))}"),)
+    return ours
+
+
+_AGE: Final = hdrs.AGE
+_CACHE_STATUS: Final = istr(CACHE_STATUS)
+_X_CACHE: Final = istr(X_CACHE)
 
 
 def _declares_freshness(stored: tuple[tuple[str, str], ...]) -> bool:

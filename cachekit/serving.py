@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from cachekit import conditional, keys, policy
-from cachekit.app import cache_of
+from cachekit.app import CACHE_APP_KEY, cache_of
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from cachekit.filling import (
@@ -27,6 +27,55 @@ from cachekit.handler_spec import HandlerSpec
 from cachekit.responses import from_entry, mark
 
 log = logging.getLogger("cachekit")
+
+
+def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | None:
+    """The answer to `request` when it is a plain fresh hit in a store that answers without
+    I/O (the embedded store, or the near cache in front of Redis); None otherwise.
+
+    The hot path, as a plain function (no coroutine) with its helpers inlined: everything
+    it does not decide — misses, stale entries, bypasses, request directives, conditional
+    requests, key callables — `serve` decides from the start.
+    """
+    sync_key = spec.sync_key
+    if sync_key is None or spec.unless is not None:
+        return None
+    try:
+        cache: Cache = request.app[CACHE_APP_KEY]
+    except KeyError:
+        return None  # a sub-app's request: `serve` finds the cache through config_dict
+    memory, near, settings = cache.memory, cache.near, cache.settings
+    if (memory is None and near is None) or not settings.enabled:
+        return None
+    headers = request.headers
+    if (
+        request.method not in policy.CACHEABLE_METHODS
+        or (hdrs.AUTHORIZATION in headers and not spec.authorization_keyed)
+        or hdrs.CACHE_CONTROL in headers
+        or hdrs.IF_NONE_MATCH in headers
+        or hdrs.IF_MODIFIED_SINCE in headers
+    ):
+        return None
+    vary = cache.learned_vary.get(spec.name, spec.vary)
+    key = keys.request_key(sync_key(request), headers, vary, settings.max_key_length)
+    if key in cache.flights.fills:
+        return None
+    now = cache.clock()
+    if memory is not None:
+        entry = memory.fresh(key, now)
+    elif near is not None and (looked_up := near.lookup(key, now)) is not None:
+        entry = looked_up[0]
+        if entry is not None and (entry.vary_stub or now >= entry.fresh_until):
+            entry = None
+    else:
+        return None
+    if entry is None:
+        return None
+    cache.counters.hits += 1
+    emit = spec.emit_cache_control
+    if emit is None:
+        emit = settings.emit_cache_control
+    return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
 
 
 async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.StreamResponse:
@@ -160,7 +209,7 @@ def answer(
     """A response from a stored entry, as a 304 when the request's validators match."""
     headers = request.headers
     matched = False
-    if "If-None-Match" in headers or "If-Modified-Since" in headers:
+    if hdrs.IF_NONE_MATCH in headers or hdrs.IF_MODIFIED_SINCE in headers:
         matched = conditional.not_modified(
             entry.status,
             entry.etag,

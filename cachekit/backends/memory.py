@@ -72,6 +72,18 @@ class MemoryStore:
         self._entries.move_to_end(key)
         return entry
 
+    def fresh(self, key: str, now: float) -> CachedResponse | None:
+        """The entry when it is a fresh response at `now` (and now the most recently used);
+        None otherwise, without side effects: `get_now` then decides what to do."""
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        entry = item[0]
+        if now >= entry.fresh_until or entry.vary_stub:
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
     async def get(self, key: str) -> tuple[CachedResponse | None, int]:
         """See `Store.get`; this store has a single generation."""
         return self.get_now(key), 0
