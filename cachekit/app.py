@@ -17,6 +17,7 @@ from cachekit.backends.redis import RedisStore
 from cachekit.backends.sentinel import SentinelStore
 from cachekit.cache import Cache
 from cachekit.invalidation import unsafe_method_receiver
+from cachekit.policy import SAFE_METHODS
 from cachekit.settings import CacheSettings, load_settings
 
 log = logging.getLogger("cachekit")
@@ -65,11 +66,19 @@ def setup_cache(
     cache = Cache(resolved, store if store is not None else build_store(resolved))
     cache.router = app.router
     app[CACHE_APP_KEY] = cache
+    receiver = None
     if resolved.invalidate_on_unsafe:
-        app.on_response_prepare.append(unsafe_method_receiver(_tag_invalidator))
+        receiver = unsafe_method_receiver(_tag_invalidator)
+        app.on_response_prepare.append(receiver)
 
     async def cache_lifecycle(_: web.Application) -> AsyncIterator[None]:
         log.info("%s store, namespace %r", cache.stats()["store"], resolved.namespace)
+        signal = app.on_response_prepare
+        if receiver is not None and not signal.frozen and not answers_unsafe_methods(app):
+            # Nothing here can answer POST, PUT, DELETE...: the receiver could never purge,
+            # and every response would still pay for the signal (startup runs before aiohttp
+            # freezes the signal; a sub-app's is frozen earlier and keeps it).
+            signal.remove(receiver)
         publisher = None
         if cache.store.remote and resolved.stats_interval > 0:
             publisher = asyncio.get_running_loop().create_task(
@@ -85,6 +94,19 @@ def setup_cache(
 
     app.cleanup_ctx.append(cache_lifecycle)
     return cache
+
+
+def answers_unsafe_methods(app: web.Application) -> bool:
+    """Whether a request with an unsafe method could get a response from `app`: some route
+    takes one (or any method), or a middleware or sub-app could answer it."""
+    if len(app.middlewares):
+        return True
+    for resource in app.router.resources():
+        if not isinstance(resource, web.Resource | web.StaticResource):
+            return True  # a sub-app or a custom resource: assume it may
+        if any(route.method not in SAFE_METHODS for route in resource):
+            return True
+    return False
 
 
 def _tag_invalidator(request: web.Request) -> Callable[..., Awaitable[int]] | None:
