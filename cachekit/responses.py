@@ -109,20 +109,23 @@ def from_entry(
         headers = CIMultiDict([(istr(name), value) for name, value in entry.headers])
         headers.extend(_ours(entry, probe))
         entry.hit_headers = (probe, headers)
-    if entry.compress or not _FAST_RESPONSE:
+    template = _RESPONSE_TEMPLATE
+    if entry.compress or template is None:
         response = web.Response(status=entry.status, body=entry.body, headers=headers)
         if entry.compress:
             response.enable_compression()
         return response
-    return _new_response(entry.status, entry.body, headers)
+    return _new_response(entry.status, entry.body, headers, template)
 
 
-def _new_response(status: int, body: bytes, headers: CIMultiDict[str]) -> web.Response:
+def _new_response(
+    status: int, body: bytes, headers: CIMultiDict[str], template: dict[str, object]
+) -> web.Response:
     """`web.Response(status=status, body=body, headers=headers)` without running its
-    constructor's argument checks (half the cost of a hit): the instance gets exactly the
-    attributes the constructor sets, as `_verify_fast_response` checked at import time."""
+    constructor's argument checks (half the cost of a hit): the instance gets the
+    attributes the constructor would set, `template` holding those that never vary."""
     response: web.Response = _object_new(web.Response)
-    state = _RESPONSE_STATE.copy()
+    state = template.copy()
     state["_state"] = {}
     state["_headers"] = headers.copy()
     state["_status"] = status
@@ -134,35 +137,39 @@ def _new_response(status: int, body: bytes, headers: CIMultiDict[str]) -> web.Re
 
 _object_new = object.__new__
 _REASONS: Final = {int(status): status.phrase for status in HTTPStatus}
-#: What `web.Response.__init__` leaves in an instance, minus the per-response fields.
-_RESPONSE_STATE: Final[dict[str, object]] = {}
+_PER_RESPONSE: Final = frozenset({"_state", "_headers", "_status", "_reason", "_body"})
+_IMMUTABLE: Final = (type(None), bool, int, float, str, bytes)
 
 
-def _verify_fast_response() -> bool:
-    """Whether `_new_response` builds what this aiohttp's constructor builds.
+def fast_response_template() -> dict[str, object] | None:
+    """The constant attributes `web.Response.__init__` sets, if `_new_response` builds
+    exactly what this aiohttp's constructor builds; None otherwise.
 
-    Compares the instance attributes of both for a few probes; any difference (a new
-    aiohttp release that sets more or other fields) switches the shortcut off for good.
+    Checked once at import: every attribute beyond the per-response ones must be an
+    immutable constant (a per-instance list or cookie jar would be shared between
+    responses), and the instances of both must be equal for a few probes. Any difference
+    — a new aiohttp release that sets other fields — turns the shortcut off.
     """
     try:
-        template = vars(web.Response(status=200, body=b"", headers=CIMultiDict()))
-        _RESPONSE_STATE.update(
-            (name, value)
-            for name, value in template.items()
-            if name not in {"_state", "_headers", "_status", "_reason", "_body"}
-        )
-        for status, body in ((200, b"probe"), (404, b""), (203, b"x" * 100)):
+        fields = vars(web.Response(status=200, body=b"", headers=CIMultiDict()))
+        template = {name: value for name, value in fields.items() if name not in _PER_RESPONSE}
+        if not fields.keys() >= _PER_RESPONSE or not all(
+            type(value) in _IMMUTABLE for value in template.values()
+        ):
+            return None
+        for status, body in ((200, b"probe"), (404, b""), (203, b"x" * 100), (599, b"?")):
             headers = CIMultiDict([("Content-Type", "text/plain"), ("X-A", "1"), ("x-a", "2")])
             built = web.Response(status=status, body=body, headers=headers)
-            fast = _new_response(status, body, headers)
+            fast = _new_response(status, body, headers, template)
             if vars(built) != vars(fast) or type(built) is not type(fast):
-                return False
+                return None
     except Exception:  # any surprise means: use the constructor
-        return False
-    return True
+        return None
+    return template
 
 
-_FAST_RESPONSE: Final = _verify_fast_response()
+#: None when the shortcut is off (see `fast_response_template`).
+_RESPONSE_TEMPLATE: Final = fast_response_template()
 
 
 def _ours(

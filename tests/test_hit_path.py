@@ -1,0 +1,278 @@
+"""The hot path's shortcuts: they must answer exactly what the plain code path answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tracemalloc
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from cachekit import cached, keys, responses
+from cachekit.entry import CachedResponse
+from tests.apps import make_app
+
+Client = TestClient[web.Request, web.Application]
+
+
+def entry(**overrides: Any) -> CachedResponse:
+    values: dict[str, Any] = {
+        "status": 200,
+        "headers": (("Content-Type", "application/json"), ("ETag", '"e1"'), ("X-Multi", "a")),
+        "body": b'{"ok": true}',
+        "stored_at": time.time(),
+        "ttl": 60.0,
+        "etag": '"e1"',
+    }
+    values.update(overrides)
+    return CachedResponse(**values)
+
+
+# ---------------------------------------------------------------- the response shortcut
+
+
+def test_the_response_shortcut_is_on_for_this_aiohttp() -> None:
+    # If a new aiohttp release turns it off, hits still work (the constructor runs) but
+    # cost more: this test says so instead of a benchmark.
+    assert responses.fast_response_template() is not None
+
+
+@pytest.mark.parametrize("status", [200, 203, 404, 410, 299])
+def test_the_shortcut_builds_what_the_constructor_builds(status: int) -> None:
+    stored = entry(status=status)
+    fast = responses.from_entry(stored, time.time(), "hit", "HIT")
+    slow = web.Response(status=status, body=stored.body, headers=fast.headers)
+    assert type(fast) is web.Response
+    assert vars(fast).keys() == vars(slow).keys()
+    assert (fast.status, fast.reason, fast.body) == (slow.status, slow.reason, slow.body)
+    assert list(fast.headers.items()) == list(slow.headers.items())
+
+
+def test_a_mutable_constant_in_the_constructor_turns_the_shortcut_off(monkeypatch) -> None:
+    original = web.Response.__init__
+
+    def with_a_list(self: web.Response, **kwargs: Any) -> None:
+        original(self, **kwargs)
+        self._shared_by_mistake = []  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(web.Response, "__init__", with_a_list)
+    assert responses.fast_response_template() is None
+
+
+def test_an_immutable_constant_is_carried_over(monkeypatch) -> None:
+    original = web.Response.__init__
+
+    def with_a_flag(self: web.Response, **kwargs: Any) -> None:
+        original(self, **kwargs)
+        self._new_flag = 7  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(web.Response, "__init__", with_a_flag)
+    template = responses.fast_response_template()
+    assert template is not None and template["_new_flag"] == 7
+
+
+def test_a_field_that_depends_on_the_arguments_turns_the_shortcut_off(monkeypatch) -> None:
+    original = web.Response.__init__
+
+    def with_derived(self: web.Response, **kwargs: Any) -> None:
+        original(self, **kwargs)
+        self._status_text = str(kwargs.get("status"))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(web.Response, "__init__", with_derived)
+    assert responses.fast_response_template() is None
+
+
+async def _raw_exchange(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return data
+
+
+async def test_hits_on_the_wire_are_byte_identical_with_and_without_the_shortcut(
+    aiohttp_client, monkeypatch
+) -> None:
+    routes = web.RouteTableDef()
+
+    @routes.get("/page")
+    @cached(ttl=600)
+    async def page(request: web.Request) -> web.Response:
+        response = web.Response(body=b"<p>x</p>" * 50, content_type="text/html", status=203)
+        response.headers.add("X-Multi", "1")
+        response.headers.add("X-Multi", "2")
+        return response
+
+    app, cache = make_app(routes)
+    client: Client = await aiohttp_client(app)
+    port = client.port
+    assert port is not None
+    frozen = time.time()
+    cache.clock = lambda: frozen  # the same Age and ttl in both answers
+    await _raw_exchange(port, "/page")  # fill
+    fast = await _raw_exchange(port, "/page")
+    monkeypatch.setattr(responses, "_RESPONSE_TEMPLATE", None)
+    slow = await _raw_exchange(port, "/page")
+
+    # The stored Date travels with the entry, so aiohttp adds none of its own.
+    assert b"X-Cache: HIT" in fast
+    assert fast == slow
+
+
+# ---------------------------------------------------------------- the shared header block
+
+
+def test_hits_within_a_second_share_one_header_block_but_not_one_multidict() -> None:
+    stored = entry(stored_at=1000.0)
+    first = responses.from_entry(stored, 1000.2, "hit", "HIT")
+    second = responses.from_entry(stored, 1000.7, "hit", "HIT")
+    block = stored.hit_headers
+    assert block is not None
+    first.headers["X-Changed-By-Middleware"] = "yes"
+    assert "X-Changed-By-Middleware" not in second.headers
+    assert second.headers["Age"] == "0"
+    assert second.headers["Cache-Status"] == "cachekit; hit; ttl=59"
+    later = responses.from_entry(stored, 1001.3, "hit", "HIT")
+    assert stored.hit_headers is not block
+    assert later.headers["Age"] == "1"
+    assert later.headers["Cache-Status"] == "cachekit; hit; ttl=58"
+    assert later.headers.getall("X-Multi") == ["a"]
+
+
+def test_a_different_label_never_reuses_the_block() -> None:
+    stored = entry(stored_at=1000.0)
+    hit = responses.from_entry(stored, 1000.1, "hit", "HIT")
+    stale = responses.from_entry(stored, 1000.1, "hit; fwd=stale", "STALE")
+    emitted = responses.from_entry(stored, 1000.1, "hit", "HIT", emit_cache_control=True)
+    assert hit.headers["X-Cache"] == "HIT" and "Cache-Control" not in hit.headers
+    assert stale.headers["X-Cache"] == "STALE"
+    assert emitted.headers["Cache-Control"] == "public, max-age=60"
+
+
+def test_the_block_is_not_part_of_an_entry_s_identity() -> None:
+    stored = entry(stored_at=1000.0)
+    twin = entry(stored_at=1000.0)
+    responses.from_entry(stored, 1000.1, "hit", "HIT")
+    assert stored == twin
+    assert "hit_headers" not in repr(stored)
+
+
+# ---------------------------------------------------------------- key memos stay small
+
+
+def test_key_memos_stay_small_under_long_client_input() -> None:
+    long_tail = "a" * 8000
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for n in range(1500):
+            path = f"/{long_tail}{n}?q={long_tail}"
+            headers = CIMultiDictProxy(CIMultiDict(host=f"{long_tail}{n}.example"))
+            keys.request_key(keys.default_key("h", path), headers, ("host",), 250)
+            keys.escape_text(f"{long_tail}{n}")
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Memoising these inputs would hold 1,500 x ~50 KB = 75 MB.
+    assert after - before < 4 << 20
+
+
+def test_key_memos_hold_at_most_their_size_of_short_inputs() -> None:
+    for n in range(keys.MEMO_ENTRIES + 500):
+        headers = CIMultiDictProxy(CIMultiDict(host=f"h{n}"))
+        keys.request_key("base", headers, ("host",), 250)
+    assert len(keys._FULL_KEYS) <= keys.MEMO_ENTRIES
+
+
+def test_memoised_keys_equal_computed_ones() -> None:
+    headers = CIMultiDictProxy(CIMultiDict([("Host", "a"), ("Accept", "x"), ("Accept", "y")]))
+    first = keys.request_key("b", headers, ("host", "accept"), 250)
+    again = keys.request_key("b", headers, ("host", "accept"), 250)
+    assert first == again == "b" + keys.vary_suffix(headers, ("host", "accept"))
+    long_host = CIMultiDictProxy(CIMultiDict(host="h" * 1000))
+    assert keys.request_key("b", long_host, ("host",), 250) == keys.compose(
+        "b", keys.vary_suffix(long_host, ("host",)), 250
+    )
+
+
+# ---------------------------------------------------------------- the unsafe-method receiver
+
+
+def _receivers(app: web.Application) -> int:
+    return len(app.on_response_prepare)
+
+
+async def test_a_read_only_app_pays_no_response_signal(aiohttp_client) -> None:
+    routes = web.RouteTableDef()
+
+    @routes.get("/r")
+    @cached(ttl=60)
+    async def read(request: web.Request) -> web.Response:
+        return web.Response(text="r")
+
+    app, _ = make_app(routes)
+    assert _receivers(app) == 1
+    await aiohttp_client(app)
+    assert _receivers(app) == 0
+
+
+@pytest.mark.parametrize("kind", ["post-route", "any-method", "middleware", "sub-app"])
+async def test_an_app_that_can_answer_unsafe_methods_keeps_the_receiver(
+    aiohttp_client, kind: str
+) -> None:
+    routes = web.RouteTableDef()
+
+    @routes.get("/r")
+    @cached(ttl=60)
+    async def read(request: web.Request) -> web.Response:
+        return web.Response(text="r")
+
+    async def write(request: web.Request) -> web.Response:
+        return web.Response(text="w")
+
+    app, _ = make_app(routes)
+    if kind == "post-route":
+        app.router.add_post("/w", write)
+    elif kind == "any-method":
+        app.router.add_route("*", "/w", write)
+    elif kind == "middleware":
+
+        @web.middleware
+        async def passthrough(request: web.Request, handler: Any) -> web.StreamResponse:
+            return await handler(request)
+
+        app.middlewares.append(passthrough)
+    else:
+        sub = web.Application()
+        sub.router.add_get("/s", write)
+        app.add_subapp("/sub", sub)
+    await aiohttp_client(app)
+    assert _receivers(app) == 1
+
+
+async def test_invalidation_still_works_after_the_startup_check(aiohttp_client) -> None:
+    routes = web.RouteTableDef()
+    calls = {"n": 0}
+
+    @routes.get("/item")
+    @cached(ttl=60)
+    async def item(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        return web.Response(text=str(calls["n"]))
+
+    @routes.post("/item")
+    async def update(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app, _ = make_app(routes)
+    client: Client = await aiohttp_client(app)
+    assert await (await client.get("/item")).text() == "1"
+    assert await (await client.get("/item")).text() == "1"
+    assert (await client.post("/item")).status == 200
+    assert await (await client.get("/item")).text() == "2"
