@@ -48,7 +48,10 @@ async def measure(profile: bool) -> None:
     """Print µs per call for each handler, best of several rounds."""
     app, handlers = build()
     request = make_mocked_request(
-        "GET", "/items/7?b=2&a=1", headers={"Host": "bench.local"}, app=app,
+        "GET",
+        "/items/7?b=2&a=1",
+        headers={"Host": "bench.local"},
+        app=app,
         match_info={"id": "7"},
     )
     for handler in handlers.values():

@@ -66,10 +66,16 @@ def escape_bytes(data: bytes) -> str:
     return "".join([_STRICT[byte] for byte in data])
 
 
-@_short_input_memo
 def escape_text(text: str) -> str:
     """Strictly escape text; lone surrogates (undecodable input) are kept distinct."""
+    return _escape_text_memo(text) if len(text) <= MEMO_MAX_CHARS else _escape_text(text)
+
+
+def _escape_text(text: str) -> str:
     return escape_bytes(text.encode("utf-8", "surrogatepass"))
+
+
+_escape_text_memo: Final = lru_cache(maxsize=MEMO_ENTRIES)(_escape_text)
 
 
 @_short_input_memo
@@ -259,6 +265,9 @@ class KeyTemplate:
         tail = "".join(literal for literal, got in self._parts if got is None)
         if self._parts[-1][1] is not None:
             tail = ""
+        field = getattr(getter, "match_info_name", None)
+        if field is not None:  # the common `"product:{match_info[id]}"`, in one call
+            return _match_info_key(field, prefix, tail)
         return lambda request: prefix + getter(request) + tail
 
 
@@ -294,7 +303,21 @@ def _match_info_getter(name: str) -> Getter:
         value = request.match_info.get(name)
         return ABSENT if value is None else escape_text(value)
 
+    get.match_info_name = name  # type: ignore[attr-defined]  # see KeyTemplate.compiled
     return get
+
+
+def _match_info_key(name: str, prefix: str, tail: str) -> Callable[[KeyedRequest], str]:
+    """`prefix + {match_info[name]} + tail` with `escape_text` inlined."""
+    memo, escape, limit = _escape_text_memo, _escape_text, MEMO_MAX_CHARS
+
+    def key(request: KeyedRequest) -> str:
+        value = request.match_info.get(name)
+        if value is None:
+            return prefix + ABSENT + tail
+        return prefix + (memo(value) if len(value) <= limit else escape(value)) + tail
+
+    return key
 
 
 def _query_getter(name: str) -> Getter:

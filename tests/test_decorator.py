@@ -58,8 +58,12 @@ async def test_hop_by_hop_headers_are_not_stored(aiohttp_client) -> None:
     async def hop(request: web.Request) -> web.Response:
         return web.Response(
             text="x",
-            headers={"Connection": "X-Private-Hop", "X-Private-Hop": "1", "Keep-Alive": "5",
-                     "X-Kept": "yes"},
+            headers={
+                "Connection": "X-Private-Hop",
+                "X-Private-Hop": "1",
+                "Keep-Alive": "5",
+                "X-Kept": "yes",
+            },
         )
 
     app, cache = make_app(routes)

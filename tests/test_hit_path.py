@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from cachekit import cached, keys, responses
@@ -276,3 +276,26 @@ async def test_invalidation_still_works_after_the_startup_check(aiohttp_client) 
     assert await (await client.get("/item")).text() == "1"
     assert (await client.post("/item")).status == 200
     assert await (await client.get("/item")).text() == "2"
+
+
+# ---------------------------------------------------------------- compiled key templates
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "p:{match_info[id]}",
+        "{match_info[id]}",
+        "{match_info[id]}:end",
+        "x:{match_info[id]}:y",
+        "p:{query[page]}",
+        "p:{match_info[id]}:{query[page]}",
+        "fixed",
+    ],
+)
+@pytest.mark.parametrize("value", ["7", "a b/%", "", "é" * 600, None])
+def test_compiled_templates_render_what_render_renders(template: str, value: str | None) -> None:
+    match_info = {} if value is None else {"id": value}
+    request = make_mocked_request("GET", "/p?page=2&page=3", match_info=match_info)
+    compiled = keys.KeyTemplate(template).compiled()
+    assert compiled(request) == keys.KeyTemplate(template).render(request)

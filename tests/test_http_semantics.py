@@ -326,10 +326,13 @@ sys.stdout.write(body_etag(b"same body everywhere"))
 def test_etag_is_equal_across_processes() -> None:
     outputs = {
         subprocess.run(
-            [sys.executable, "-c", ETAG_OF_BODY], capture_output=True, text=True, check=True,
-            timeout=30, env={"PYTHONHASHSEED": seed},
+            [sys.executable, "-c", ETAG_OF_BODY],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+            env={"PYTHONHASHSEED": seed},
         ).stdout
         for seed in ("1", "2", "random")
     }
     assert outputs == {body_etag(b"same body everywhere")}
-
