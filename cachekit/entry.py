@@ -25,7 +25,7 @@ class CorruptEntry(ValueError):
     """Stored bytes that are not a valid entry of a version this code understands."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class CachedResponse:
     """A stored response: everything needed to answer a request without the handler.
 
@@ -53,9 +53,6 @@ class CachedResponse:
     fresh_until: float = field(init=False, compare=False, repr=False)
     stale_until: float = field(init=False, compare=False, repr=False)
     drop_at: float = field(init=False, compare=False, repr=False)
-    #: Scratch space of the aiohttp layer: the header block of the latest hit, reused by
-    #: hits within the same second (see `responses.from_entry`). Never stored.
-    hit_headers: object = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         fresh_until = self.stored_at + self.ttl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
@@ -99,16 +100,12 @@ def from_entry(
         lines = (*conditional.not_modified_lines(entry.headers), *_ours(entry, probe))
         return web.Response(status=304, headers=lines)
     # The header block changes at most once a second: hits within that second share one
-    # multidict (web.Response copies it), instead of formatting and hashing every line.
-    memo = entry.hit_headers
-    if type(memo) is tuple and memo[0] == probe:
-        headers: CIMultiDict[str] = memo[1]
+    # multidict (each response gets a copy), instead of formatting and hashing every line.
+    memo = _BLOCKS.get(id(entry))
+    if memo is not None and memo[1] == probe and memo[0]() is entry:
+        headers: CIMultiDict[str] = memo[2]
     else:
-        # istr names: aiohttp iterates the lines to send them, and a CIMultiDict turns every
-        # plain-str name into a new istr on each iteration.
-        headers = CIMultiDict([(istr(name), value) for name, value in entry.headers])
-        headers.extend(_ours(entry, probe))
-        entry.hit_headers = (probe, headers)
+        headers = _header_block(entry, probe)
     template = _RESPONSE_TEMPLATE
     if entry.compress or template is None:
         response = web.Response(status=entry.status, body=entry.body, headers=headers)
@@ -170,6 +167,34 @@ def fast_response_template() -> dict[str, object] | None:
 
 #: None when the shortcut is off (see `fast_response_template`).
 _RESPONSE_TEMPLATE: Final = fast_response_template()
+
+
+def _header_block(
+    entry: CachedResponse, probe: tuple[int, int, str, str, bool]
+) -> CIMultiDict[str]:
+    # istr names: aiohttp iterates the lines to send them, and a CIMultiDict turns every
+    # plain-str name into a new istr on each iteration.
+    headers = CIMultiDict([(istr(name), value) for name, value in entry.headers])
+    headers.extend(_ours(entry, probe))
+    if len(entry.headers) <= BLOCK_MAX_LINES:
+        if len(_BLOCKS) >= BLOCK_ENTRIES:
+            _BLOCKS.clear()
+        _BLOCKS[id(entry)] = (weakref.ref(entry), probe, headers)
+    return headers
+
+
+#: Header blocks of recently hit entries, by `id(entry)` (the weak reference tells a live
+#: entry from a later one at the same address). Bounded: at most BLOCK_ENTRIES blocks of
+#: entries with at most BLOCK_MAX_LINES stored lines (~1 KB each, a few MB in all) per
+#: process, whatever the store holds; an entry's own memory is untouched.
+BLOCK_ENTRIES: Final = 4096
+BLOCK_MAX_LINES: Final = 24
+_BLOCKS: Final[
+    dict[
+        int,
+        tuple[weakref.ref[CachedResponse], tuple[int, int, str, str, bool], CIMultiDict[str]],
+    ]
+] = {}
 
 
 def _ours(

@@ -128,18 +128,25 @@ async def test_hits_on_the_wire_are_byte_identical_with_and_without_the_shortcut
 # ---------------------------------------------------------------- the shared header block
 
 
+def _block_of(stored: CachedResponse) -> Any:
+    memo = responses._BLOCKS.get(id(stored))
+    assert memo is not None and memo[0]() is stored
+    return memo[2]
+
+
 def test_hits_within_a_second_share_one_header_block_but_not_one_multidict() -> None:
     stored = entry(stored_at=1000.0)
     first = responses.from_entry(stored, 1000.2, "hit", "HIT")
+    block = _block_of(stored)
     second = responses.from_entry(stored, 1000.7, "hit", "HIT")
-    block = stored.hit_headers
-    assert block is not None
+    assert _block_of(stored) is block
     first.headers["X-Changed-By-Middleware"] = "yes"
     assert "X-Changed-By-Middleware" not in second.headers
+    assert "X-Changed-By-Middleware" not in block
     assert second.headers["Age"] == "0"
     assert second.headers["Cache-Status"] == "cachekit; hit; ttl=59"
     later = responses.from_entry(stored, 1001.3, "hit", "HIT")
-    assert stored.hit_headers is not block
+    assert _block_of(stored) is not block
     assert later.headers["Age"] == "1"
     assert later.headers["Cache-Status"] == "cachekit; hit; ttl=58"
     assert later.headers.getall("X-Multi") == ["a"]
@@ -155,12 +162,29 @@ def test_a_different_label_never_reuses_the_block() -> None:
     assert emitted.headers["Cache-Control"] == "public, max-age=60"
 
 
-def test_the_block_is_not_part_of_an_entry_s_identity() -> None:
-    stored = entry(stored_at=1000.0)
-    twin = entry(stored_at=1000.0)
-    responses.from_entry(stored, 1000.1, "hit", "HIT")
-    assert stored == twin
-    assert "hit_headers" not in repr(stored)
+def test_a_new_entry_at_a_dead_entry_s_address_gets_its_own_block() -> None:
+    old = entry(stored_at=1000.0, headers=(("X-Which", "old"),))
+    responses.from_entry(old, 1000.1, "hit", "HIT")
+    address = id(old)
+    del old
+    for _ in range(1000):  # CPython reuses freed addresses quickly
+        new = entry(stored_at=1000.0, headers=(("X-Which", "new"),))
+        if id(new) == address:
+            break
+    answered = responses.from_entry(new, 1000.1, "hit", "HIT")
+    assert answered.headers["X-Which"] == "new"
+
+
+def test_header_blocks_stay_bounded_and_leave_entries_untouched() -> None:
+    stored = [entry(stored_at=1000.0) for _ in range(responses.BLOCK_ENTRIES + 100)]
+    for item in stored:
+        responses.from_entry(item, 1000.1, "hit", "HIT")
+    assert len(responses._BLOCKS) <= responses.BLOCK_ENTRIES
+    many_lines = entry(headers=tuple((f"X-{n}", "v") for n in range(50)))
+    responses.from_entry(many_lines, time.time(), "hit", "HIT")
+    assert id(many_lines) not in responses._BLOCKS
+    assert stored[0] == entry(stored_at=1000.0)
+    assert not hasattr(stored[0], "__dict__")
 
 
 # ---------------------------------------------------------------- key memos stay small
