@@ -41,6 +41,7 @@ from redis.retry import Retry
 from cachekit.backends import scripts
 from cachekit.backends.base import LOOKUP_TIME, StoreError
 from cachekit.backends.layout import KeyLayout
+from cachekit.backends.lookup_channel import LookupChannel
 from cachekit.backends.near import NearCache
 from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
 
@@ -57,6 +58,10 @@ MAX_CONNECTIONS: Final = 64
 TRIM_SLACK_MS: Final = 30_000
 #: Most expired members trimmed from one tag index per store (bounded work per call).
 TRIM_LIMIT: Final = 8
+#: Lookup batches (MGETs) in flight at once per store. Lookups that arrive while this many
+#: are out wait for the next reply and then go out together: under load a few large
+#: batches instead of many of one key each, whose round trip costs as much as a large one.
+MAX_BATCHES_IN_FLIGHT: Final = 2
 
 Waiters = list[asyncio.Future[tuple[CachedResponse | None, int]]]
 
@@ -95,9 +100,15 @@ class RedisStore(KeyLayout):
         self._clock_skew = clock_skew
         self.trim_slack_ms = TRIM_SLACK_MS
         self._pending: dict[str, Waiters] = {}
+        self._pending_since = 0.0  # loop time of the oldest pending lookup
+        self._flush_scheduled = False
+        self._in_flight = 0  # lookup batches sent and not yet answered
         self._batches: set[asyncio.Task[None]] = set()
         self._compare_and_delete = client.register_script(scripts.COMPARE_AND_DELETE)
         self._store_script = client.register_script(scripts.STORE)
+        # Lookups go through a lean pipelined connection when the pool's can be reproduced.
+        pool = getattr(client, "connection_pool", None)
+        self._channel = LookupChannel.for_pool(pool) if pool is not None else None
         self._near: NearCache | None = None
         if near_max_bytes > 0:
             if isinstance(client, RedisCluster):
@@ -124,6 +135,12 @@ class RedisStore(KeyLayout):
         return self._redis
 
     @property
+    def uses_lookup_channel(self) -> bool:
+        """Whether lookups go through the lean pipelined connection (`lookup_channel.py`)
+        rather than through redis-py (a pool it cannot reproduce, e.g. Sentinel)."""
+        return self._channel is not None
+
+    @property
     def near_cache(self) -> NearCache | None:
         """The near cache in front of Redis, if one is configured."""
         return self._near
@@ -144,29 +161,52 @@ class RedisStore(KeyLayout):
                 waiter.set_result(found)
                 return waiter
         if not self._pending:
-            loop.call_soon(self._flush)
+            self._pending_since = loop.time()
+            if self._in_flight < MAX_BATCHES_IN_FLIGHT:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
         self._pending.setdefault(key, []).append(waiter)
         return waiter
 
     def _flush(self) -> None:
+        """Send the pending lookups as one batch (called once per event-loop turn, or when
+        a batch in flight was answered)."""
+        self._flush_scheduled = False
+        if not self._pending:
+            return
         pending, self._pending = self._pending, {}
+        # Each lookup resolves within the store timeout counted from its `get`, also when
+        # it waited here for a batch in flight.
+        deadline = self._pending_since + self._timeout
+        self._in_flight += 1
         near = self._near
-        self._spawn(self._lookup(pending, 0) if near is None else self._near_fetch(pending, near))
+        self._spawn(
+            self._lookup(pending, deadline, 0)
+            if near is None
+            else self._near_fetch(pending, deadline, near)
+        )
 
-    async def _near_fetch(self, pending: dict[str, Waiters], near: NearCache) -> None:
+    def _batch_done(self) -> None:
+        self._in_flight -= 1
+        if self._pending and not self._flush_scheduled:
+            self._flush()
+
+    async def _near_fetch(
+        self, pending: dict[str, Waiters], deadline: float, near: NearCache
+    ) -> None:
         keys = list(pending)
         # Taken before the MGET is sent, released after its entries were offered: see
         # NearCache, rule 2.
         ticket = near.watch(keys)
         try:
-            await self._lookup(pending, ticket)
+            await self._lookup(pending, deadline, ticket)
         finally:
             near.unwatch(keys)
 
-    async def _lookup(self, pending: dict[str, Waiters], ticket: int) -> None:
+    async def _lookup(self, pending: dict[str, Waiters], deadline: float, ticket: int) -> None:
         keys = list(pending)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(deadline):
                 generation_raw, values = await self._read([self.entry_key(k) for k in keys])
         except (*REDIS_ERRORS, TimeoutError) as exc:
             error = StoreError(f"redis lookup failed: {exc!r}")
@@ -177,13 +217,18 @@ class RedisStore(KeyLayout):
             for waiters in pending.values():
                 _fail_all(waiters, StoreError("redis lookup cancelled"))
             raise
+        finally:
+            self._batch_done()
         generation = _as_int(generation_raw)
         for key, raw in zip(keys, values, strict=True):
             self._resolve(key, raw, generation, pending[key], ticket)
 
     async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and these entries, in one round trip (one MGET)."""
-        values = cast(list[bytes | None], await self._redis.mget([self._gen_key, *entry_keys]))
+        if self._channel is not None:
+            values = await self._channel.mget([self._gen_key, *entry_keys])
+        else:
+            values = cast(list[bytes | None], await self._redis.mget([self._gen_key, *entry_keys]))
         return values[0], values[1:]
 
     def _resolve(
@@ -362,6 +407,8 @@ class RedisStore(KeyLayout):
             await asyncio.wait(set(self._batches), timeout=self._timeout)
         if self._near is not None:
             await self._near.close()
+        if self._channel is not None:
+            self._channel.close()
         await self._redis.aclose()
 
     async def _run(self, awaitable: Any) -> Any:

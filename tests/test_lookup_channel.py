@@ -1,0 +1,290 @@
+"""The store's lean lookup connection (`cachekit.backends.lookup_channel`) and the bounded
+number of lookup batches in flight: real redis-server processes for what a connection must
+reproduce (database, users, passwords, unix sockets, restarts), a scripted RESP server on
+127.0.0.1 for what a real server never does (silence, garbage)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import fakeredis
+import hiredis
+import pytest
+import redis.asyncio
+
+from cachekit.backends import redis as redis_backend
+from cachekit.backends.base import StoreError
+from cachekit.backends.lookup_channel import LookupChannel, pack_command
+from cachekit.backends.redis import RedisStore
+from cachekit.entry import CachedResponse
+from tests.redis_servers import HOST, MakeRedisServer
+
+NAMESPACE = "chan"
+Answer = Callable[[list[bytes]], bytes | None]
+
+
+def entry(body: bytes) -> CachedResponse:
+    return CachedResponse(200, (("Content-Type", "text/plain"),), body, time.time(), 60.0)
+
+
+async def stored_then_read(url: str, key: str = "k", body: bytes = b"hello") -> RedisStore:
+    """A store on `url` that must use the channel, with one entry written and read back."""
+    store = RedisStore.from_url(url, NAMESPACE, 2.0)
+    assert store.uses_lookup_channel
+    await store.set(key, entry(body))
+    found, _ = await store.get(key)
+    assert found is not None and found.body == body
+    return store
+
+
+class ScriptedRedis:
+    """A RESP server on 127.0.0.1 answering each command with `answer(command)`: bytes to
+    send, or None to stay silent. Records commands and connections."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.commands: list[list[bytes]] = []
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.closed = 0  # connections the client closed
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedRedis:
+        self._server = await asyncio.start_server(self._client, HOST, 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://{HOST}:{port}/0"
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        parser = hiredis.Reader()
+        try:
+            while data := await reader.read(65536):
+                parser.feed(data)
+                while (command := parser.gets()) is not False:
+                    self.commands.append(command)
+                    reply = self.answer(command)
+                    if reply is not None:
+                        writer.write(reply)
+        except ConnectionError:
+            pass
+        finally:
+            self.closed += 1
+            writer.close()
+
+    def push(self, payload: bytes) -> None:
+        """Send `payload` to the newest client connection."""
+        self.writers[-1].write(payload)
+
+
+def nil_mget(command: list[bytes]) -> bytes:
+    """A well-behaved answer: every key absent."""
+    return b"*%d\r\n" % (len(command) - 1) + b"$-1\r\n" * (len(command) - 1)
+
+
+def mgets(server: ScriptedRedis) -> list[list[bytes]]:
+    return [command for command in server.commands if command[0] == b"MGET"]
+
+
+# ---------------------------------------------------------------- real servers
+
+
+@pytest.mark.real_redis
+async def test_lookups_use_the_channel_and_see_the_stores_writes(real_redis_url: str) -> None:
+    store = await stored_then_read(real_redis_url)
+    try:
+        missing, generation = await store.get("absent")
+        assert missing is None and generation == 0
+        await store.clear()  # the generation is read through the channel too
+        assert await store.get("k") == (None, 1)
+    finally:
+        await store.close()
+
+
+@pytest.mark.real_redis
+async def test_the_channel_selects_the_urls_database(real_redis_url: str) -> None:
+    url = real_redis_url.rsplit("/", 1)[0] + "/5"
+    store = await stored_then_read(url)
+    other = RedisStore.from_url(real_redis_url, NAMESPACE, 2.0)  # database 0
+    try:
+        assert (await other.get("k"))[0] is None
+    finally:
+        await store.close()
+        await other.close()
+
+
+@pytest.mark.real_redis
+async def test_the_channel_authenticates_as_the_urls_user(
+    make_redis_server: MakeRedisServer,
+) -> None:
+    server = make_redis_server(args=["--user", "alice", "on", ">s3cret", "~*", "+@all"])
+    store = await stored_then_read(f"redis://alice:s3cret@{HOST}:{server.port}/0")
+    await store.close()
+    wrong = RedisStore.from_url(f"redis://alice:nope@{HOST}:{server.port}/0", NAMESPACE, 2.0)
+    try:
+        with pytest.raises(StoreError, match="WRONGPASS"):
+            await wrong.get("k")
+    finally:
+        await wrong.close()
+
+
+@pytest.mark.real_redis
+async def test_the_channel_authenticates_with_a_password_alone(
+    make_redis_server: MakeRedisServer,
+) -> None:
+    server = make_redis_server()
+    admin = redis.asyncio.Redis(host=HOST, port=server.port)
+    await admin.config_set("requirepass", "s3cret")
+    await admin.aclose()
+    store = await stored_then_read(f"redis://:s3cret@{HOST}:{server.port}/0")
+    await store.close()
+
+
+@pytest.mark.real_redis
+async def test_the_channel_connects_over_a_unix_socket(
+    make_redis_server: MakeRedisServer, tmp_path: Path
+) -> None:
+    socket_path = tmp_path / "redis.sock"
+    make_redis_server(args=["--unixsocket", str(socket_path), "--unixsocketperm", "700"])
+    store = await stored_then_read(f"unix://{socket_path}?db=2")
+    await store.close()
+
+
+@pytest.mark.real_redis
+async def test_the_channel_reconnects_after_the_server_restarts(
+    make_redis_server: MakeRedisServer,
+) -> None:
+    server = make_redis_server()
+    store = await stored_then_read(server.url)
+    try:
+        server.kill()
+        with pytest.raises(StoreError):
+            await store.get("k")
+        server.restart()
+        assert await store.get("k") == (None, 0)  # a new server: nothing stored, no error
+    finally:
+        await store.close()
+
+
+def test_pools_the_channel_cannot_reproduce_keep_redis_py() -> None:
+    assert not RedisStore(fakeredis.FakeAsyncRedis(), NAMESPACE, 0.5).uses_lookup_channel
+    sentinel_pool = redis.asyncio.SentinelConnectionPool(
+        "mymaster", redis.asyncio.Sentinel([(HOST, 1)])
+    )
+    assert LookupChannel.for_pool(sentinel_pool) is None
+
+
+# ---------------------------------------------------------------- a scripted server
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[ScriptedRedis]:
+    """A server that accepts connections and never answers."""
+    async with ScriptedRedis(lambda command: None) as server:
+        yield server
+
+
+async def test_a_silent_server_fails_lookups_within_the_timeout(silent: ScriptedRedis) -> None:
+    store = RedisStore.from_url(silent.url, NAMESPACE, 0.2)
+    loop = asyncio.get_running_loop()
+    try:
+        first = store.get("a")
+        await asyncio.sleep(0.05)  # now one batch is in flight; later ones may wait for it
+        later = [store.get("b"), store.get("c")]
+        await asyncio.sleep(0.05)
+        started = loop.time()
+        last = store.get("d")  # issued last: must still fail within its own timeout
+        for waiter in (first, *later, last):
+            with pytest.raises(StoreError):
+                await waiter
+        assert loop.time() - started < 0.2 + 0.15
+        # An abandoned MGET closes the connection (later replies could not be matched).
+        await asyncio.sleep(0.05)
+        assert silent.connections >= 1
+        assert silent.closed == silent.connections
+    finally:
+        await store.close()
+
+
+async def test_a_malformed_reply_fails_the_batch_and_the_next_one_reconnects() -> None:
+    replies = iter([b"%%% not RESP\r\n"])
+
+    def answer(command: list[bytes]) -> bytes:
+        return next(replies, None) or nil_mget(command)
+
+    async with ScriptedRedis(answer) as server:
+        store = RedisStore.from_url(server.url, NAMESPACE, 1.0)
+        try:
+            with pytest.raises(StoreError, match="malformed"):
+                await store.get("a")
+            assert await store.get("a") == (None, 0)
+        finally:
+            await store.close()
+        assert server.connections == 2
+
+
+async def test_an_error_reply_fails_only_its_batch() -> None:
+    replies = iter([b"-ERR something odd\r\n"])
+
+    def answer(command: list[bytes]) -> bytes:
+        return next(replies, None) or nil_mget(command)
+
+    async with ScriptedRedis(answer) as server:
+        store = RedisStore.from_url(server.url, NAMESPACE, 1.0)
+        try:
+            with pytest.raises(StoreError, match="something odd"):
+                await store.get("a")
+            assert await store.get("a") == (None, 0)
+        finally:
+            await store.close()
+        assert server.connections == 1  # the connection stays usable
+
+
+async def test_lookups_wait_for_a_batch_in_flight_and_go_out_together() -> None:
+    held: list[list[bytes]] = []
+
+    def answer(command: list[bytes]) -> bytes | None:
+        held.append(command)
+        return None  # released by the test
+
+    async with ScriptedRedis(answer) as server:
+        store = RedisStore.from_url(server.url, NAMESPACE, 5.0)
+        try:
+            waiting = []
+            for i in range(redis_backend.MAX_BATCHES_IN_FLIGHT):  # one batch per loop turn
+                waiting.append(store.get(f"a{i}"))
+                await asyncio.sleep(0.02)
+                assert len(mgets(server)) == i + 1
+            for i in range(30):  # over many loop turns, while the bound is reached
+                waiting.append(store.get(f"b{i % 20}"))
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
+            assert len(mgets(server)) == redis_backend.MAX_BATCHES_IN_FLIGHT
+            server.answer = nil_mget
+            # Answer the held batches (in order); the waiting lookups then go out as one.
+            server.push(b"".join(nil_mget(command) for command in held))
+            results = await asyncio.wait_for(asyncio.gather(*waiting), 2.0)
+            assert all(result == (None, 0) for result in results)
+            sent = mgets(server)
+            assert len(sent) == redis_backend.MAX_BATCHES_IN_FLIGHT + 1
+            assert sorted(sent[-1][2:]) == sorted(
+                f"{NAMESPACE}:e:{{b{i}}}".encode() for i in range(20)
+            )
+        finally:
+            await store.close()
+
+
+def test_pack_command_is_resp() -> None:
+    assert pack_command("MGET", "a", b"\xff") == b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\n\xff\r\n"
