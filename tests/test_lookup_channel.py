@@ -286,5 +286,26 @@ async def test_lookups_wait_for_a_batch_in_flight_and_go_out_together() -> None:
             await store.close()
 
 
+async def test_many_distinct_lookups_go_out_at_once_in_bounded_batches() -> None:
+    async with ScriptedRedis(lambda command: None) as server:  # never answers
+        store = RedisStore.from_url(server.url, NAMESPACE, 1.0)
+        try:
+            for i in range(redis_backend.MAX_BATCHES_IN_FLIGHT):  # the bound is reached
+                store.get(f"a{i}")
+                await asyncio.sleep(0.02)
+            count = redis_backend.MAX_BATCH_KEYS * 2 + 10
+            for i in range(count):
+                store.get(f"b{i}")
+            await asyncio.sleep(0.1)
+            sizes = [len(command) - 2 for command in mgets(server)]  # minus MGET and gen
+            bound = redis_backend.MAX_BATCHES_IN_FLIGHT
+            assert sizes[:bound] == [1] * bound
+            later = sizes[bound:]
+            assert sum(later) == count
+            assert max(later) <= redis_backend.MAX_BATCH_KEYS
+        finally:
+            await store.close()
+
+
 def test_pack_command_is_resp() -> None:
     assert pack_command("MGET", "a", b"\xff") == b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\n\xff\r\n"

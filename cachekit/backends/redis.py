@@ -62,6 +62,9 @@ TRIM_LIMIT: Final = 8
 #: are out wait for the next reply and then go out together: under load a few large
 #: batches instead of many of one key each, whose round trip costs as much as a large one.
 MAX_BATCHES_IN_FLIGHT: Final = 2
+#: Most keys per MGET: beyond it, waiting lookups go out without waiting for the batches in
+#: flight, split into MGETs of at most this many keys (bounded reply size and latency).
+MAX_BATCH_KEYS: Final = 512
 
 Waiters = list[asyncio.Future[tuple[CachedResponse | None, int]]]
 
@@ -160,12 +163,16 @@ class RedisStore(KeyLayout):
             if found is not None:
                 waiter.set_result(found)
                 return waiter
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             self._pending_since = loop.time()
             if self._in_flight < MAX_BATCHES_IN_FLIGHT:
                 self._flush_scheduled = True
                 loop.call_soon(self._flush)
-        self._pending.setdefault(key, []).append(waiter)
+        elif len(pending) >= MAX_BATCH_KEYS and not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        pending.setdefault(key, []).append(waiter)
         return waiter
 
     def _flush(self) -> None:
@@ -178,6 +185,14 @@ class RedisStore(KeyLayout):
         # Each lookup resolves within the store timeout counted from its `get`, also when
         # it waited here for a batch in flight.
         deadline = self._pending_since + self._timeout
+        if len(pending) <= MAX_BATCH_KEYS:
+            self._send(pending, deadline)
+            return
+        items = list(pending.items())
+        for start in range(0, len(items), MAX_BATCH_KEYS):
+            self._send(dict(items[start : start + MAX_BATCH_KEYS]), deadline)
+
+    def _send(self, pending: dict[str, Waiters], deadline: float) -> None:
         self._in_flight += 1
         near = self._near
         self._spawn(
