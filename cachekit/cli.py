@@ -14,8 +14,9 @@ from typing import Any, Final
 
 from cachekit.app import build_store
 from cachekit.backends.base import StoreError
+from cachekit.backends.batched_lookups import REDIS_ERRORS
 from cachekit.backends.cluster import ClusterStore
-from cachekit.backends.redis import REDIS_ERRORS, RedisStore
+from cachekit.backends.redis import RedisStore
 from cachekit.entry import CachedResponse, CorruptEntry, decode
 from cachekit.settings import CacheSettings, SettingsError, load_settings
 

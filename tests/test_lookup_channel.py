@@ -15,7 +15,7 @@ import hiredis
 import pytest
 import redis.asyncio
 
-from cachekit.backends import redis as redis_backend
+from cachekit.backends import batched_lookups as batching
 from cachekit.backends.base import StoreError
 from cachekit.backends.lookup_channel import LookupChannel, pack_command
 from cachekit.backends.redis import RedisStore
@@ -263,7 +263,7 @@ async def test_lookups_wait_for_a_batch_in_flight_and_go_out_together() -> None:
         store = RedisStore.from_url(server.url, NAMESPACE, 5.0)
         try:
             waiting = []
-            for i in range(redis_backend.MAX_BATCHES_IN_FLIGHT):  # one batch per loop turn
+            for i in range(batching.MAX_BATCHES_IN_FLIGHT):  # one batch per loop turn
                 waiting.append(store.get(f"a{i}"))
                 await asyncio.sleep(0.02)
                 assert len(mgets(server)) == i + 1
@@ -271,14 +271,14 @@ async def test_lookups_wait_for_a_batch_in_flight_and_go_out_together() -> None:
                 waiting.append(store.get(f"b{i % 20}"))
                 await asyncio.sleep(0)
             await asyncio.sleep(0.05)
-            assert len(mgets(server)) == redis_backend.MAX_BATCHES_IN_FLIGHT
+            assert len(mgets(server)) == batching.MAX_BATCHES_IN_FLIGHT
             server.answer = nil_mget
             # Answer the held batches (in order); the waiting lookups then go out as one.
             server.push(b"".join(nil_mget(command) for command in held))
             results = await asyncio.wait_for(asyncio.gather(*waiting), 2.0)
             assert all(result == (None, 0) for result in results)
             sent = mgets(server)
-            assert len(sent) == redis_backend.MAX_BATCHES_IN_FLIGHT + 1
+            assert len(sent) == batching.MAX_BATCHES_IN_FLIGHT + 1
             assert sorted(sent[-1][2:]) == sorted(
                 f"{NAMESPACE}:e:{{b{i}}}".encode() for i in range(20)
             )
@@ -290,19 +290,19 @@ async def test_many_distinct_lookups_go_out_at_once_in_bounded_batches() -> None
     async with ScriptedRedis(lambda command: None) as server:  # never answers
         store = RedisStore.from_url(server.url, NAMESPACE, 1.0)
         try:
-            for i in range(redis_backend.MAX_BATCHES_IN_FLIGHT):  # the bound is reached
+            for i in range(batching.MAX_BATCHES_IN_FLIGHT):  # the bound is reached
                 store.get(f"a{i}")
                 await asyncio.sleep(0.02)
-            count = redis_backend.MAX_BATCH_KEYS * 2 + 10
+            count = batching.MAX_BATCH_KEYS * 2 + 10
             for i in range(count):
                 store.get(f"b{i}")
             await asyncio.sleep(0.1)
             sizes = [len(command) - 2 for command in mgets(server)]  # minus MGET and gen
-            bound = redis_backend.MAX_BATCHES_IN_FLIGHT
+            bound = batching.MAX_BATCHES_IN_FLIGHT
             assert sizes[:bound] == [1] * bound
             later = sizes[bound:]
             assert sum(later) == count
-            assert max(later) <= redis_backend.MAX_BATCH_KEYS
+            assert max(later) <= batching.MAX_BATCH_KEYS
         finally:
             await store.close()
 

@@ -33,7 +33,8 @@ from redis.crc import key_slot
 
 from cachekit.backends import scripts
 from cachekit.backends.base import StoreError
-from cachekit.backends.redis import REDIS_ERRORS, TRIM_LIMIT, RedisStore, connection_options
+from cachekit.backends.batched_lookups import REDIS_ERRORS
+from cachekit.backends.redis import TRIM_LIMIT, RedisStore, connection_options
 
 #: Lifetime of a parked entry: the longest a fill may take between steps (1) and (3).
 PENDING_MS: Final = 5_000

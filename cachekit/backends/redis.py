@@ -35,20 +35,17 @@ from typing import Any, Final, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from cachekit.backends import scripts
-from cachekit.backends.base import LOOKUP_TIME, StoreError
-from cachekit.backends.layout import KeyLayout
+from cachekit.backends.base import StoreError
+from cachekit.backends.batched_lookups import REDIS_ERRORS, BatchedLookups
 from cachekit.backends.lookup_channel import LookupChannel
 from cachekit.backends.near import NearCache
-from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
+from cachekit.entry import CachedResponse, encode
 
 log = logging.getLogger("cachekit.redis")
 
-#: Everything redis-py raises for an unreachable or misbehaving server.
-REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
 #: Members read from a tag index, and entries deleted, per round trip of a purge.
 TAG_BATCH: Final = 500
 #: Connections per worker process; lookups are batched, so few are busy at once.
@@ -58,18 +55,9 @@ MAX_CONNECTIONS: Final = 64
 TRIM_SLACK_MS: Final = 30_000
 #: Most expired members trimmed from one tag index per store (bounded work per call).
 TRIM_LIMIT: Final = 8
-#: Lookup batches (MGETs) in flight at once per store. Lookups that arrive while this many
-#: are out wait for the next reply and then go out together: under load a few large
-#: batches instead of many of one key each, whose round trip costs as much as a large one.
-MAX_BATCHES_IN_FLIGHT: Final = 2
-#: Most keys per MGET: beyond it, waiting lookups go out without waiting for the batches in
-#: flight, split into MGETs of at most this many keys (bounded reply size and latency).
-MAX_BATCH_KEYS: Final = 512
-
-Waiters = list[asyncio.Future[tuple[CachedResponse | None, int]]]
 
 
-class RedisStore(KeyLayout):
+class RedisStore(BatchedLookups):
     """A `Store` on one Redis server (or a Sentinel-managed primary). Lookups issued in the
     same event-loop turn share one MGET (together with the generation), so a hit costs a
     fraction of a round trip.
@@ -95,24 +83,17 @@ class RedisStore(KeyLayout):
         near_max_age: float = 10.0,
     ) -> None:
         # Typed loosely: the commands used here are common to Redis and RedisCluster.
-        super().__init__(namespace)  # the key layout (entry_key, tag_key, ...)
+        super().__init__(namespace, timeout)  # key layout and lookup batching
         self._redis: Any = client
-        self._timeout = timeout
         self._max_variants = max_variants
         self._purge_window_ms = max(1, int(purge_window * 1000))
         self._clock_skew = clock_skew
         self.trim_slack_ms = TRIM_SLACK_MS
-        self._pending: dict[str, Waiters] = {}
-        self._pending_since = 0.0  # loop time of the oldest pending lookup
-        self._flush_scheduled = False
-        self._in_flight = 0  # lookup batches sent and not yet answered
-        self._batches: set[asyncio.Task[None]] = set()
         self._compare_and_delete = client.register_script(scripts.COMPARE_AND_DELETE)
         self._store_script = client.register_script(scripts.STORE)
         # Lookups go through a lean pipelined connection when the pool's can be reproduced.
         pool = getattr(client, "connection_pool", None)
         self._channel = LookupChannel.for_pool(pool) if pool is not None else None
-        self._near: NearCache | None = None
         if near_max_bytes > 0:
             if isinstance(client, RedisCluster):
                 raise ValueError("the near cache is not supported on a Redis Cluster")
@@ -150,94 +131,6 @@ class RedisStore(KeyLayout):
 
     # ------------------------------------------------------------------ lookups
 
-    def get(self, key: str) -> asyncio.Future[tuple[CachedResponse | None, int]]:
-        """See `Store.get`. Resolves within the store timeout (or with `StoreError`);
-        a near-cache hit returns a future already done (awaiting it does not yield)."""
-        now = time.time()
-        LOOKUP_TIME.set(now)  # a plain function: this is the caller's context
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[tuple[CachedResponse | None, int]] = loop.create_future()
-        near = self._near
-        if near is not None:
-            found = near.lookup(key, now)
-            if found is not None:
-                waiter.set_result(found)
-                return waiter
-        pending = self._pending
-        if not pending:
-            self._pending_since = loop.time()
-            if self._in_flight < MAX_BATCHES_IN_FLIGHT:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
-        elif len(pending) >= MAX_BATCH_KEYS and not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        pending.setdefault(key, []).append(waiter)
-        return waiter
-
-    def _flush(self) -> None:
-        """Send the pending lookups as one batch (called once per event-loop turn, or when
-        a batch in flight was answered)."""
-        self._flush_scheduled = False
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        # Each lookup resolves within the store timeout counted from its `get`, also when
-        # it waited here for a batch in flight.
-        deadline = self._pending_since + self._timeout
-        if len(pending) <= MAX_BATCH_KEYS:
-            self._send(pending, deadline)
-            return
-        items = list(pending.items())
-        for start in range(0, len(items), MAX_BATCH_KEYS):
-            self._send(dict(items[start : start + MAX_BATCH_KEYS]), deadline)
-
-    def _send(self, pending: dict[str, Waiters], deadline: float) -> None:
-        self._in_flight += 1
-        near = self._near
-        self._spawn(
-            self._lookup(pending, deadline, 0)
-            if near is None
-            else self._near_fetch(pending, deadline, near)
-        )
-
-    def _batch_done(self) -> None:
-        self._in_flight -= 1
-        if self._pending and not self._flush_scheduled:
-            self._flush()
-
-    async def _near_fetch(
-        self, pending: dict[str, Waiters], deadline: float, near: NearCache
-    ) -> None:
-        keys = list(pending)
-        # Taken before the MGET is sent, released after its entries were offered: see
-        # NearCache, rule 2.
-        ticket = near.watch(keys)
-        try:
-            await self._lookup(pending, deadline, ticket)
-        finally:
-            near.unwatch(keys)
-
-    async def _lookup(self, pending: dict[str, Waiters], deadline: float, ticket: int) -> None:
-        keys = list(pending)
-        try:
-            async with asyncio.timeout_at(deadline):
-                generation_raw, values = await self._read([self.entry_key(k) for k in keys])
-        except (*REDIS_ERRORS, TimeoutError) as exc:
-            error = StoreError(f"redis lookup failed: {exc!r}")
-            for waiters in pending.values():
-                _fail_all(waiters, error)
-            return
-        except asyncio.CancelledError:
-            for waiters in pending.values():
-                _fail_all(waiters, StoreError("redis lookup cancelled"))
-            raise
-        finally:
-            self._batch_done()
-        generation = _as_int(generation_raw)
-        for key, raw in zip(keys, values, strict=True):
-            self._resolve(key, raw, generation, pending[key], ticket)
-
     async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and these entries, in one round trip (one MGET)."""
         if self._channel is not None:
@@ -246,36 +139,12 @@ class RedisStore(KeyLayout):
             values = cast(list[bytes | None], await self._redis.mget([self._gen_key, *entry_keys]))
         return values[0], values[1:]
 
-    def _resolve(
-        self, key: str, raw: bytes | None, generation: int, waiters: Waiters, ticket: int = 0
-    ) -> None:
-        result: tuple[CachedResponse | None, int] = (None, generation)
-        if raw is not None:
-            try:
-                entry = decode(raw)
-            except CorruptEntry as exc:
-                self._spawn(self._drop_damaged(key, raw))
-                _fail_all(waiters, exc)
-                return
-            if entry.generation == generation:
-                result = (entry, generation)
-                if self._near is not None:
-                    self._near.offer(key, result, ticket)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(result)
-
     async def _drop_damaged(self, key: str, raw: bytes) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._compare_and_delete(keys=[self.entry_key(key)], args=[raw])
         except (*REDIS_ERRORS, TimeoutError) as exc:
             log.debug("could not delete damaged entry %r: %r", key, exc)
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
 
     # ------------------------------------------------------------------ writes
 
@@ -441,16 +310,3 @@ def connection_options(timeout: float) -> dict[str, Any]:
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 30,
     }
-
-
-def _fail_all(waiters: Iterable[asyncio.Future[Any]], error: BaseException) -> None:
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_exception(error)
-
-
-def _as_int(raw: bytes | None) -> int:
-    try:
-        return int(raw) if raw is not None else 0
-    except ValueError:
-        return 0
