@@ -6,6 +6,7 @@ reproduce (database, users, passwords, unix sockets, restarts), a scripted RESP 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +21,8 @@ from cachekit.backends.base import StoreError
 from cachekit.backends.lookup_channel import LookupChannel, pack_command
 from cachekit.backends.redis import RedisStore
 from cachekit.entry import CachedResponse
-from tests.redis_servers import HOST, MakeRedisServer
+from tests.conftest import require_binaries
+from tests.redis_servers import HOST, MakeRedisServer, free_port
 
 NAMESPACE = "chan"
 Answer = Callable[[list[bytes]], bytes | None]
@@ -126,6 +128,19 @@ async def test_the_channel_selects_the_urls_database(real_redis_url: str) -> Non
 
 
 @pytest.mark.real_redis
+async def test_the_channel_carries_the_urls_client_name(real_redis_url: str) -> None:
+    store = await stored_then_read(f"{real_redis_url}?client_name=shop-web")
+    admin = redis.asyncio.Redis.from_url(real_redis_url)
+    try:
+        names = [client["name"] for client in await admin.client_list()]
+        # The pool's connections and the lookup channel both carry it.
+        assert names.count("shop-web") >= 2
+    finally:
+        await admin.aclose()
+        await store.close()
+
+
+@pytest.mark.real_redis
 async def test_the_channel_authenticates_as_the_urls_user(
     make_redis_server: MakeRedisServer,
 ) -> None:
@@ -160,6 +175,52 @@ async def test_the_channel_connects_over_a_unix_socket(
     make_redis_server(args=["--unixsocket", str(socket_path), "--unixsocketperm", "700"])
     store = await stored_then_read(f"unix://{socket_path}?db=2")
     await store.close()
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl)."""
+    paths = {name: directory / name for name in ("ca.key", "ca.crt", "server.key", "server.crt")}
+    csr, ext = directory / "server.csr", directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    commands = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
+         "-keyout", paths["ca.key"], "-out", paths["ca.crt"]],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", paths["server.key"], "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", paths["ca.crt"], "-CAkey", paths["ca.key"],
+         "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", paths["server.crt"]],
+    ]  # fmt: skip
+    for command in commands:
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return paths
+
+
+@pytest.mark.real_redis
+async def test_the_channel_speaks_tls_and_checks_the_certificate(
+    make_redis_server: MakeRedisServer, tmp_path: Path
+) -> None:
+    require_binaries("openssl")
+    files = make_certificates(tmp_path)
+    tls_port = free_port()
+    make_redis_server(
+        args=[
+            "--tls-port", str(tls_port), "--tls-auth-clients", "no",
+            "--tls-cert-file", str(files["server.crt"]),
+            "--tls-key-file", str(files["server.key"]),
+            "--tls-ca-cert-file", str(files["ca.crt"]),
+        ]
+    )  # fmt: skip
+    url = f"rediss://{HOST}:{tls_port}/0"
+    store = await stored_then_read(f"{url}?ssl_ca_certs={files['ca.crt']}")
+    await store.close()
+    # A server certificate the client does not trust: the lookup fails, it is not sent.
+    untrusting = RedisStore.from_url(url, NAMESPACE, 2.0)
+    try:
+        assert untrusting.uses_lookup_channel
+        with pytest.raises(StoreError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.get("k")
+    finally:
+        await untrusting.close()
 
 
 @pytest.mark.real_redis

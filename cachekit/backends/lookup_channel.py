@@ -8,7 +8,8 @@ resolves one future per MGET does the same work for a fraction of it (measured o
 in an MGET of 32; `bench/README.md`).
 
 The channel only reads. It connects like the store's redis-py pool (host and port, TLS or
-a unix socket, username and password or a credential provider, database), speaks RESP2,
+a unix socket, username and password or a credential provider, database, client name),
+speaks RESP2,
 and is used only for pools whose connections it can reproduce exactly (`for_pool`);
 otherwise, e.g. behind Sentinel or with a test double, the store keeps using redis-py.
 A failed, timed-out or cancelled MGET closes the connection (its replies can no longer be
@@ -159,6 +160,8 @@ class LookupChannel:
                 commands.append(pack_command("AUTH", *credentials))
             if int(template.db or 0):
                 commands.append(pack_command("SELECT", str(int(template.db))))
+            if template.client_name:
+                commands.append(pack_command("CLIENT", "SETNAME", template.client_name))
             return commands
 
         return cls(connect, handshake)
