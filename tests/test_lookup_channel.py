@@ -116,6 +116,21 @@ async def test_lookups_use_the_channel_and_see_the_stores_writes(real_redis_url:
 
 
 @pytest.mark.real_redis
+async def test_replies_larger_than_one_read_arrive_whole(real_redis_url: str) -> None:
+    store = RedisStore.from_url(real_redis_url, NAMESPACE, 5.0)
+    bodies = {f"k{i}": bytes([i]) * 20_000 for i in range(40)}  # one MGET of ~800 KB
+    bodies["big"] = b"\x07" * (3 << 20)  # one value of 3 MB
+    try:
+        for key, body in bodies.items():
+            await store.set(key, entry(body))
+        for _ in range(3):  # the connection's buffers are reused across batches
+            results = await asyncio.gather(*(store.get(key) for key in bodies))
+            assert [found.body if found else None for found, _ in results] == list(bodies.values())
+    finally:
+        await store.close()
+
+
+@pytest.mark.real_redis
 async def test_the_channel_selects_the_urls_database(real_redis_url: str) -> None:
     url = real_redis_url.rsplit("/", 1)[0] + "/5"
     store = await stored_then_read(url)

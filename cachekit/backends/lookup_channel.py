@@ -23,33 +23,52 @@ import contextlib
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.credentials import UsernamePasswordCredentialProvider
+
+#: Bytes received per read, into one buffer kept for the connection's lifetime.
+RECEIVE_BYTES: Final = 256 * 1024
+#: hiredis frees its parse buffer whenever it is empty and holds more than this (default
+#: 16 KB, less than one 13 KB entry plus framing); it is kept up to this size instead.
+PARSE_BUFFER_BYTES: Final = 4 * 1024 * 1024
 
 
 class ChannelError(ConnectionError):
     """The lookup connection failed, closed, or Redis answered with an error."""
 
 
-class _Replies(asyncio.Protocol):
-    """The socket side: requests are written in order and replies matched in order."""
+class _Replies(asyncio.BufferedProtocol):
+    """The socket side: requests are written in order and replies matched in order.
+
+    Buffered: the event loop reads into one buffer of this connection and hiredis parses
+    from it, so a batch allocates nothing but the values themselves. (Allocating and
+    freeing a fresh 256 KB read buffer and a regrown parse buffer per batch made glibc
+    return and re-fault heap pages: measured 1.4 to 1.8 page faults per hit over 1,000 keys
+    in some processes, none in others.)
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.lost: BaseException | None = None
         self._reader = hiredis.Reader()
+        self._reader.setmaxbuf(PARSE_BUFFER_BYTES)
+        self._received = bytearray(RECEIVE_BYTES)
+        self._view = memoryview(self._received)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
         reader = self._reader
-        reader.feed(data)
+        reader.feed(self._received, 0, nbytes)  # type: ignore[arg-type]  # any buffer
         waiting = self.waiting
         while True:
             try:
