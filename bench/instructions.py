@@ -11,6 +11,11 @@ Variants: `limit` (prebuilt body), `headers` (prebuilt body with the five header
 hit adds), `setup` (setup_cache on the app, handler not decorated), `disabled`
 (decorated, CACHEKIT enabled=false), `hit` (a fresh hit from the embedded store, default
 settings), `hit-no-invalidation` (the same with invalidate_on_unsafe=false).
+
+Peers, on the wrk benchmark's own apps (`bench.server`: the 13 KB catalogue page, the
+embedded/in-process stores): `bench-limit`, `bench-cachekit-memory`, `aiocache-memory`,
+`cashews-memory`, `aiohttp-cache-memory` (`--variants peers` runs these five), so the
+"faster than the best peer" comparison has a figure that does not move with machine noise.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ from bench.payload import page_body
 from bench.procs import free_port
 
 VARIANTS: Final = ("limit", "headers", "setup", "disabled", "hit", "hit-no-invalidation")
+PEER_VARIANTS: Final = (
+    "bench-limit",
+    "bench-cachekit-memory",
+    "aiocache-memory",
+    "cashews-memory",
+    "aiohttp-cache-memory",
+)
 HIT_HEADERS: Final = (
     ("Content-Type", "application/json"),
     ("ETag", '"b484b92619d2ed1d5ef0dc3a6e3e6bb5"'),
@@ -43,6 +55,14 @@ HIT_HEADERS: Final = (
 def build(variant: str) -> web.Application:
     """The app of one variant, serving /items/{n}."""
     from cachekit import CacheSettings, cached, setup_cache  # noqa: PLC0415
+
+    if variant in PEER_VARIANTS:
+        from bench.handlers import ServerConfig  # noqa: PLC0415
+        from bench.server import build_app  # noqa: PLC0415
+
+        kind, _, backend = variant.removeprefix("bench-").rpartition("-")
+        kind, backend = (kind, backend) if kind else (backend, "none")
+        return build_app(ServerConfig(kind, backend, None, 0.002, 0.1))
 
     body = page_body(1)
 
@@ -130,7 +150,8 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is needed: apt-get install -y valgrind")
     baseline = None
-    for variant in args.variants.split(","):
+    variants = {"peers": ",".join(PEER_VARIANTS)}.get(args.variants, args.variants)
+    for variant in variants.split(","):
         low, high = instructions(variant, args.low), instructions(variant, args.high)
         per_request = (high - low) // (args.high - args.low)
         baseline = baseline or per_request

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import string
 from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache, wraps
-from typing import Final, Protocol, TypeVar
+from functools import lru_cache, update_wrapper
+from typing import Final, Generic, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from multidict import MultiMapping
@@ -37,15 +37,17 @@ MEMO_MAX_CHARS: Final = 512
 _Result = TypeVar("_Result")
 
 
-def _short_input_memo(function: Callable[[str], _Result]) -> Callable[[str], _Result]:
-    """`lru_cache` for a function of one string, skipped for long strings."""
-    cached = lru_cache(maxsize=MEMO_ENTRIES)(function)
+class ShortInputMemo(Generic[_Result]):
+    """A function of one string behind an `lru_cache` that long strings bypass. `memo`
+    and `compute` are exposed so a hot caller can inline the length check."""
 
-    @wraps(function)
-    def memoized(text: str) -> _Result:
-        return cached(text) if len(text) <= MEMO_MAX_CHARS else function(text)
+    def __init__(self, function: Callable[[str], _Result]) -> None:
+        self.compute = function
+        self.memo = lru_cache(maxsize=MEMO_ENTRIES)(function)
+        update_wrapper(self, function)
 
-    return memoized
+    def __call__(self, text: str) -> _Result:
+        return self.memo(text) if len(text) <= MEMO_MAX_CHARS else self.compute(text)
 
 
 class KeyedRequest(Protocol):
@@ -66,19 +68,13 @@ def escape_bytes(data: bytes) -> str:
     return "".join([_STRICT[byte] for byte in data])
 
 
+@ShortInputMemo
 def escape_text(text: str) -> str:
     """Strictly escape text; lone surrogates (undecodable input) are kept distinct."""
-    return _escape_text_memo(text) if len(text) <= MEMO_MAX_CHARS else _escape_text(text)
-
-
-def _escape_text(text: str) -> str:
     return escape_bytes(text.encode("utf-8", "surrogatepass"))
 
 
-_escape_text_memo: Final = lru_cache(maxsize=MEMO_ENTRIES)(_escape_text)
-
-
-@_short_input_memo
+@ShortInputMemo
 def escape_path(raw_path: str) -> str:
     """A client's raw path, with every character that could act as a key separator escaped."""
     return "".join(char if char in _PATH_SAFE else escape_text(char) for char in raw_path)
@@ -106,7 +102,7 @@ def _decode_query_part(raw: str) -> bytes:
     return unquote_to_bytes(raw.replace("+", " "))
 
 
-@_short_input_memo
+@ShortInputMemo
 def query_pairs(raw_query: str) -> tuple[tuple[str, str], ...]:
     """The escaped (name, value) pairs of a raw query string, in their original order."""
     pairs = []
@@ -119,7 +115,7 @@ def query_pairs(raw_query: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-@_short_input_memo
+@ShortInputMemo
 def canonical_query(raw_query: str) -> str:
     """Query parameters sorted by name; repeated parameters keep their relative order."""
     ordered = sorted(query_pairs(raw_query), key=lambda pair: pair[0])
@@ -309,7 +305,7 @@ def _match_info_getter(name: str) -> Getter:
 
 def _match_info_key(name: str, prefix: str, tail: str) -> Callable[[KeyedRequest], str]:
     """`prefix + {match_info[name]} + tail` with `escape_text` inlined."""
-    memo, escape, limit = _escape_text_memo, _escape_text, MEMO_MAX_CHARS
+    memo, escape, limit = escape_text.memo, escape_text.compute, MEMO_MAX_CHARS
 
     def key(request: KeyedRequest) -> str:
         value = request.match_info.get(name)
