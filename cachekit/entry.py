@@ -8,6 +8,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
+from multidict import istr
+
 MAGIC: Final = b"CK"
 VERSION: Final = 1
 FLAG_COMPRESS: Final = 0x01
@@ -19,6 +21,23 @@ _KNOWN_FLAGS: Final = FLAG_COMPRESS | FLAG_VARY_STUB
 # and the byte lengths of the etag, header block, tag block and body that follow.
 _HEAD: Final = struct.Struct("<2sBBHddddQHIII")
 _SEPARATOR: Final = "\x00"
+
+
+#: Header names as `istr` (aiohttp turns every plain-str name into a new `istr` each time
+#: it iterates a response's headers), one object per distinct name. Names come from stored
+#: responses, not from clients; the table is bounded all the same.
+HEADER_NAMES_MAX: Final = 1024
+_HEADER_NAMES: Final[dict[str, istr]] = {}
+
+
+def header_name(name: str) -> istr:
+    """`name` as a shared `istr`."""
+    found = _HEADER_NAMES.get(name)
+    if found is None:
+        found = istr(name)
+        if len(_HEADER_NAMES) < HEADER_NAMES_MAX:
+            _HEADER_NAMES[name] = found
+    return found
 
 
 class CorruptEntry(ValueError):
@@ -181,7 +200,7 @@ def _decode(data: bytes) -> CachedResponse:
     tags = data[offset:end].decode("utf-8", "surrogateescape").split(_SEPARATOR)
     return CachedResponse(
         status,
-        tuple(zip(flat[::2], flat[1::2], strict=True)) if headers_len else (),
+        tuple(zip(map(header_name, flat[::2]), flat[1::2], strict=True)) if headers_len else (),
         data[end:],
         stored_at,
         ttl,

@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, MutableMultiMapping, istr
 
 from cachekit import conditional, policy
-from cachekit.entry import CachedResponse, body_etag
+from cachekit.entry import CachedResponse, body_etag, header_name
 
 X_CACHE: Final = "X-Cache"
 ETAG_HEADER: Final = "ETag"
@@ -70,7 +70,7 @@ def to_entry(
         headers.append(("Date", formatdate(stored_at, usegmt=True)))
     return CachedResponse(
         status=status,
-        headers=tuple(headers),
+        headers=tuple((header_name(name), value) for name, value in headers),
         body=body,
         stored_at=stored_at,
         ttl=ttl,
@@ -172,9 +172,10 @@ _RESPONSE_TEMPLATE: Final = fast_response_template()
 def _header_block(
     entry: CachedResponse, probe: tuple[int, int, str, str, bool]
 ) -> CIMultiDict[str]:
-    # istr names: aiohttp iterates the lines to send them, and a CIMultiDict turns every
-    # plain-str name into a new istr on each iteration.
-    headers = CIMultiDict([(istr(name), value) for name, value in entry.headers])
+    # Stored and decoded entries name their lines with istr (`entry.header_name`): aiohttp
+    # iterates the lines to send them, and a CIMultiDict turns every plain-str name into a
+    # new istr on each iteration.
+    headers = CIMultiDict(entry.headers)
     headers.extend(_ours(entry, probe))
     if len(entry.headers) <= BLOCK_MAX_LINES:
         if len(_BLOCKS) >= BLOCK_ENTRIES:

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from cachekit import cached, keys, responses
+from cachekit import entry as entry_format
 from cachekit.entry import CachedResponse
 from tests.apps import make_app
 
@@ -323,3 +324,26 @@ def test_compiled_templates_render_what_render_renders(template: str, value: str
     request = make_mocked_request("GET", "/p?page=2&page=3", match_info=match_info)
     compiled = keys.KeyTemplate(template).compiled()
     assert compiled(request) == keys.KeyTemplate(template).render(request)
+
+
+# ---------------------------------------------------------------- shared istr header names
+
+
+def test_decoded_and_stored_entries_name_their_lines_with_shared_istr() -> None:
+    lines = [("X-Custom", "1"), ("content-type", "text/plain")]
+    made = responses.to_entry(
+        200, lines, b"b", stored_at=1.0, ttl=60.0, grace=0.0, stale_if_error=0.0,
+        tags=(), generation=0, compress=False,
+    )  # fmt: skip
+    decoded = entry_format.decode(entry_format.encode(made))
+    for stored in (made, decoded):
+        assert all(type(name) is istr for name, _ in stored.headers)
+    assert [name for name, _ in made.headers] == [name for name, _ in decoded.headers]
+    assert all(a is b for (a, _), (b, _) in zip(made.headers, decoded.headers, strict=True))
+    assert decoded == made  # istr names compare equal to the plain strings they came from
+
+
+def test_the_header_name_table_stays_bounded() -> None:
+    for n in range(entry_format.HEADER_NAMES_MAX + 300):
+        assert entry_format.header_name(f"X-Name-{n}") == f"X-Name-{n}"
+    assert len(entry_format._HEADER_NAMES) <= entry_format.HEADER_NAMES_MAX
