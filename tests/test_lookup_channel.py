@@ -6,6 +6,7 @@ reproduce (database, users, passwords, unix sockets, restarts), a scripted RESP 
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ import pytest
 import redis.asyncio
 
 from cachekit.backends import batched_lookups as batching
+from cachekit.backends import lookup_channel
 from cachekit.backends.base import StoreError
 from cachekit.backends.lookup_channel import LookupChannel, pack_command
 from cachekit.backends.redis import RedisStore
@@ -126,6 +128,22 @@ async def test_replies_larger_than_one_read_arrive_whole(real_redis_url: str) ->
         for _ in range(3):  # the connection's buffers are reused across batches
             results = await asyncio.gather(*(store.get(key) for key in bodies))
             assert [found.body if found else None for found, _ in results] == list(bodies.values())
+    finally:
+        await store.close()
+
+
+@pytest.mark.real_redis
+async def test_the_channel_keeps_its_tcp_connection_alive(real_redis_url: str) -> None:
+    store = await stored_then_read(real_redis_url)
+    try:
+        # The transport's socket, found through the one connection the channel opened.
+        replies = store._channel._replies  # type: ignore[union-attr]
+        assert replies is not None and replies.transport is not None
+        sock = replies.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+            assert idle == lookup_channel.KEEPALIVE_IDLE
     finally:
         await store.close()
 

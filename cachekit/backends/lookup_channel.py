@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +35,13 @@ RECEIVE_BYTES: Final = 256 * 1024
 #: hiredis frees its parse buffer whenever it is empty and holds more than this (default
 #: 16 KB, less than one 13 KB entry plus framing); it is kept up to this size instead.
 PARSE_BUFFER_BYTES: Final = 4 * 1024 * 1024
+
+
+#: TCP keepalive: first probe after this many idle seconds, then every KEEPALIVE_INTERVAL
+#: seconds; the connection is dropped after KEEPALIVE_PROBES unanswered probes.
+KEEPALIVE_IDLE: Final = 30
+KEEPALIVE_INTERVAL: Final = 10
+KEEPALIVE_PROBES: Final = 3
 
 
 class ChannelError(ConnectionError):
@@ -116,6 +124,22 @@ class _Replies(asyncio.BufferedProtocol):
         return waiter
 
 
+def keep_alive(sock: socket.socket | None) -> None:
+    """TCP keepalive probes after `KEEPALIVE_IDLE` quiet seconds: a connection idle between
+    bursts of traffic is not dropped by a NAT or firewall idle timeout, and a dead peer is
+    noticed within about a minute instead of by the next batch's timeout."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        if hasattr(socket, option):  # Linux; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
 def pack_command(*args: str | bytes) -> bytes:
     """One command in RESP (an array of bulk strings)."""
     parts = [b"*%d\r\n" % len(args)]
@@ -164,9 +188,10 @@ class LookupChannel:
                     context: ssl.SSLContext | None = None
                     if isinstance(template, SSLConnection):
                         context = template.ssl_context.get()
-                    _, replies = await loop.create_connection(
+                    transport, replies = await loop.create_connection(
                         _Replies, template.host, template.port, ssl=context
                     )
+                    keep_alive(transport.get_extra_info("socket"))
             return replies
 
         async def handshake() -> list[bytes]:
