@@ -58,9 +58,9 @@ TRIM_LIMIT: Final = 8
 
 
 class RedisStore(BatchedLookups):
-    """A `Store` on one Redis server (or a Sentinel-managed primary). Lookups issued in the
-    same event-loop turn share one MGET (together with the generation), so a hit costs a
-    fraction of a round trip.
+    """A `Store` on one Redis server (or a Sentinel-managed primary). Lookups are batched
+    (`batched_lookups.py`) and, when the pool's connections can be reproduced, sent on the
+    lean lookup connection (`lookup_channel.py`); everything else goes through redis-py.
 
     `purge_window`: seconds a tag's purge marker is kept, the longest fill it protects
     against. `clock_skew`: seconds the clocks of purging and filling processes may disagree.
