@@ -86,15 +86,18 @@ class Cache:
         self._published: dict[str, int] = {}
 
     def stats(self) -> dict[str, Any]:
-        """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts; with a
-        near cache, its `near_*` figures (`near_hits` counts hits it answered, a subset of
-        `hits`)."""
+        """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts; on Redis,
+        `lookup_batches` and `lookup_keys` (MGETs sent and the keys they carried: their
+        ratio is the batching) and `lookups_waiting`; with a near cache, its `near_*`
+        figures (`near_hits` counts hits it answered, a subset of `hits`)."""
         result: dict[str, Any] = asdict(self.counters)
         result["store"] = "memory" if self.memory is not None else "redis"
         result["breaker_open"] = self.breaker.is_open
         if self.memory is not None:
             result["entries"] = len(self.memory)
             result["memory_bytes"] = self.memory.used_bytes
+        if isinstance(self.store, RedisStore):
+            result.update(self.store.lookup_stats())
         near = getattr(self.store, "near_cache", None)
         if isinstance(near, NearCache):
             result.update(near.stats())

@@ -17,11 +17,13 @@ import hiredis
 import pytest
 import redis.asyncio
 
+from cachekit import CacheSettings
 from cachekit.backends import batched_lookups as batching
 from cachekit.backends import lookup_channel
 from cachekit.backends.base import StoreError
 from cachekit.backends.lookup_channel import LookupChannel, pack_command
 from cachekit.backends.redis import RedisStore
+from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from tests.conftest import require_binaries
 from tests.redis_servers import HOST, MakeRedisServer, free_port
@@ -397,6 +399,19 @@ async def test_many_distinct_lookups_go_out_at_once_in_bounded_batches() -> None
             later = sizes[bound:]
             assert sum(later) == count
             assert max(later) <= batching.MAX_BATCH_KEYS
+        finally:
+            await store.close()
+
+
+async def test_stats_show_how_lookups_were_batched() -> None:
+    async with ScriptedRedis(nil_mget) as server:
+        store = RedisStore.from_url(server.url, NAMESPACE, 1.0)
+        cache = Cache(CacheSettings(redis_url=server.url), store)
+        try:
+            await asyncio.gather(*(store.get(f"k{i % 10}") for i in range(40)))
+            stats = cache.stats()
+            assert (stats["lookup_batches"], stats["lookup_keys"]) == (1, 10)
+            assert stats["lookups_waiting"] == 0
         finally:
             await store.close()
 

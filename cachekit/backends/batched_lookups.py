@@ -47,6 +47,17 @@ class BatchedLookups(KeyLayout):
         self._flush_scheduled = False
         self._in_flight = 0  # lookup batches sent and not yet answered
         self._batches: set[asyncio.Task[None]] = set()
+        #: Lookup batches (MGETs) sent and the keys they carried, for `Cache.stats()`.
+        self.lookup_batches = 0
+        self.lookup_keys = 0
+
+    def lookup_stats(self) -> dict[str, int]:
+        """Batches sent, keys looked up in them, and the lookups waiting right now."""
+        return {
+            "lookup_batches": self.lookup_batches,
+            "lookup_keys": self.lookup_keys,
+            "lookups_waiting": sum(len(waiters) for waiters in self._pending.values()),
+        }
 
     async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and these entries, in one round trip."""
@@ -100,6 +111,8 @@ class BatchedLookups(KeyLayout):
 
     def _send(self, pending: dict[str, Waiters], deadline: float) -> None:
         self._in_flight += 1
+        self.lookup_batches += 1
+        self.lookup_keys += len(pending)
         near = self._near
         self._spawn(
             self._lookup(pending, deadline, 0)
