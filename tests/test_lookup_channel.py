@@ -314,8 +314,19 @@ async def test_a_silent_server_fails_lookups_within_the_timeout(silent: Scripted
         await store.close()
 
 
-async def test_a_malformed_reply_fails_the_batch_and_the_next_one_reconnects() -> None:
-    replies = iter([b"%%% not RESP\r\n"])
+@pytest.mark.parametrize(
+    ("first_reply", "message", "connections"),
+    [
+        # Unparseable: the batch fails and the connection is closed; the next one reconnects.
+        (b"%%% not RESP\r\n", "malformed", 2),
+        # A Redis error: only that batch fails; the connection stays usable.
+        (b"-ERR something odd\r\n", "something odd", 1),
+    ],
+)
+async def test_a_bad_reply_fails_only_its_batch(
+    first_reply: bytes, message: str, connections: int
+) -> None:
+    replies = iter([first_reply])
 
     def answer(command: list[bytes]) -> bytes:
         return next(replies, None) or nil_mget(command)
@@ -323,29 +334,12 @@ async def test_a_malformed_reply_fails_the_batch_and_the_next_one_reconnects() -
     async with ScriptedRedis(answer) as server:
         store = RedisStore.from_url(server.url, NAMESPACE, 1.0)
         try:
-            with pytest.raises(StoreError, match="malformed"):
+            with pytest.raises(StoreError, match=message):
                 await store.get("a")
             assert await store.get("a") == (None, 0)
         finally:
             await store.close()
-        assert server.connections == 2
-
-
-async def test_an_error_reply_fails_only_its_batch() -> None:
-    replies = iter([b"-ERR something odd\r\n"])
-
-    def answer(command: list[bytes]) -> bytes:
-        return next(replies, None) or nil_mget(command)
-
-    async with ScriptedRedis(answer) as server:
-        store = RedisStore.from_url(server.url, NAMESPACE, 1.0)
-        try:
-            with pytest.raises(StoreError, match="something odd"):
-                await store.get("a")
-            assert await store.get("a") == (None, 0)
-        finally:
-            await store.close()
-        assert server.connections == 1  # the connection stays usable
+        assert server.connections == connections
 
 
 async def test_lookups_wait_for_a_batch_in_flight_and_go_out_together() -> None:
