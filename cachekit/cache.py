@@ -13,7 +13,6 @@ from aiohttp.web import UrlDispatcher
 
 from cachekit.backends.base import LOOKUP_TIME, CounterSink, Store, StoreError
 from cachekit.backends.memory import MemoryStore
-from cachekit.backends.near import NearCache
 from cachekit.backends.redis import RedisStore
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import Flights
@@ -98,9 +97,8 @@ class Cache:
             result["memory_bytes"] = self.memory.used_bytes
         if isinstance(self.store, RedisStore):
             result.update(self.store.lookup_stats())
-        near = getattr(self.store, "near_cache", None)
-        if isinstance(near, NearCache):
-            result.update(near.stats())
+        if self.near is not None:
+            result.update(self.near.stats())
         return result
 
     async def lookup(self, key: str) -> tuple[CachedResponse | None, int]:
