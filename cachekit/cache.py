@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -24,6 +24,8 @@ log = logging.getLogger("cachekit")
 
 #: Generation value meaning "the lookup failed; do not store what the handler produces".
 UNKNOWN_GENERATION: Final = -1
+#: What a store lookup raises when it fails: a damaged entry, an unreachable store.
+LOOKUP_FAILURES: Final = (CorruptEntry, StoreError, TimeoutError)
 #: Bound on explicit operations (invalidate, purge by tag, clear), which may touch many keys.
 ADMIN_TIMEOUT: Final = 30.0
 #: Counters published to a shared store for `python -m cachekit stats`.
@@ -106,20 +108,34 @@ class Cache:
         `UNKNOWN_GENERATION` so the caller does not try to store afterwards."""
         if self.memory is not None:
             return self.memory.get_now(key), 0
-        if not self.breaker.allow():
-            self.counters.skipped += 1
+        looking = self.start_lookup(key)
+        if looking is None:
             return None, UNKNOWN_GENERATION
         try:
-            result = await self.store.get(key)
-        except CorruptEntry as exc:
-            self.counters.errors += 1
-            self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
-            return None, UNKNOWN_GENERATION
-        except (StoreError, TimeoutError) as exc:
-            self._failed(exc)
-            return None, UNKNOWN_GENERATION
+            result = await looking
+        except LOOKUP_FAILURES as exc:
+            return self.lookup_failed(key, exc)
         self.breaker.record_success()
         return result
+
+    def start_lookup(self, key: str) -> Awaitable[tuple[CachedResponse | None, int]] | None:
+        """The store's lookup of `key`, under way: await it, then report how it went with
+        `breaker.record_success()` or `lookup_failed` (what `lookup` does, for callers that
+        save its coroutine). None when the circuit breaker skips the store (counted)."""
+        breaker = self.breaker
+        if breaker.failures >= breaker.threshold and not breaker.allow():  # allow(), inline
+            self.counters.skipped += 1
+            return None
+        return self.store.get(key)
+
+    def lookup_failed(self, key: str, exc: Exception) -> tuple[None, int]:
+        """Count and log a lookup that raised one of `LOOKUP_FAILURES`; its result."""
+        if isinstance(exc, CorruptEntry):
+            self.counters.errors += 1
+            self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
+        else:
+            self._failed(exc)
+        return None, UNKNOWN_GENERATION
 
     async def save(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
         """Store an entry; False (after counting and logging) when the store failed.

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from cachekit.handler_spec import HandlerSpec, KeySpec, TagSpec
 from cachekit.invalidation import SPEC_ATTRIBUTE
-from cachekit.serving import fresh_hit, serve
+from cachekit.serving import fresh_hit, remote_hit, serve
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[web.StreamResponse]])
 
@@ -62,9 +62,11 @@ def cached(
         async def wrapper(*args: Any, **kwargs: Any) -> web.StreamResponse:
             request = args[-1] if args and type(args[-1]) is web.Request else _find_request(args)
             hit = fresh_hit(spec, request)
-            if hit is not None:
-                return hit
-            return await serve(spec, request, lambda: handler(*args, **kwargs))
+            if hit is None:
+                return await serve(spec, request, lambda: handler(*args, **kwargs))
+            if isinstance(hit, tuple):  # a plain request on Redis: one lookup decides
+                return await remote_hit(spec, request, hit, lambda: handler(*args, **kwargs))
+            return hit
 
         setattr(wrapper, SPEC_ATTRIBUTE, spec)
         return cast(Handler, wrapper)

@@ -44,7 +44,7 @@ class CorruptEntry(ValueError):
     """Stored bytes that are not a valid entry of a version this code understands."""
 
 
-@dataclass(slots=True, weakref_slot=True)
+@dataclass(slots=True)
 class CachedResponse:
     """A stored response: everything needed to answer a request without the handler.
 
@@ -159,6 +159,28 @@ def decode(data: bytes) -> CachedResponse:
         raise CorruptEntry(str(exc)) from None
 
 
+#: Decoded header lines by their stored bytes, shared by every decoded copy of an entry
+#: (each Redis lookup decodes its entry anew). Bounded: at most LINES_KEPT blocks of at
+#: most LINES_BLOCK_MAX bytes (a few MB in all); cleared when full.
+LINES_KEPT: Final = 4096
+LINES_BLOCK_MAX: Final = 512
+_LINES: Final[dict[bytes, tuple[tuple[str, str], ...]]] = {}
+
+
+def _header_lines(block: bytes) -> tuple[tuple[str, str], ...]:
+    if not block:
+        return ()
+    flat = block.decode("utf-8", "surrogateescape").split(_SEPARATOR)
+    if len(flat) % 2:
+        raise CorruptEntry("odd header block")
+    lines = tuple(zip(map(header_name, flat[::2]), flat[1::2], strict=True))
+    if len(block) <= LINES_BLOCK_MAX:
+        if len(_LINES) >= LINES_KEPT:
+            _LINES.clear()
+        _LINES[block] = lines
+    return lines
+
+
 def _decode(data: bytes) -> CachedResponse:
     if len(data) < _HEAD.size:
         raise CorruptEntry("truncated header")
@@ -193,14 +215,15 @@ def _decode(data: bytes) -> CachedResponse:
     end = offset + etag_len
     etag = data[offset:end].decode("utf-8", "surrogateescape")
     offset, end = end, end + headers_len
-    flat = data[offset:end].decode("utf-8", "surrogateescape").split(_SEPARATOR)
-    if len(flat) % 2 and headers_len:
-        raise CorruptEntry("odd header block")
+    block = data[offset:end]
+    lines = _LINES.get(block)
+    if lines is None:
+        lines = _header_lines(block)
     offset, end = end, end + tags_len
     tags = data[offset:end].decode("utf-8", "surrogateescape").split(_SEPARATOR)
     return CachedResponse(
         status,
-        tuple(zip(map(header_name, flat[::2]), flat[1::2], strict=True)) if headers_len else (),
+        lines,
         data[end:],
         stored_at,
         ttl,

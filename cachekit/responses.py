@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
@@ -95,17 +94,19 @@ def from_entry(
     """A new response from a stored entry: its status, header lines and body (or a 304 with
     the fields RFC 9110 §15.4.5 lists), plus `Age`, `Cache-Status` and `X-Cache`."""
     age = int(now - entry.stored_at)  # entry.age() and entry.remaining(), without the calls
-    probe = (age, int(entry.fresh_until - now), status, x_cache, emit_cache_control)
+    probe = (age, int(entry.fresh_until - now), status, x_cache, emit_cache_control, entry.ttl)
     if not_modified:
-        lines = (*conditional.not_modified_lines(entry.headers), *_ours(entry, probe))
+        lines = (*conditional.not_modified_lines(entry.headers), *_ours(entry.headers, probe))
         return web.Response(status=304, headers=lines)
     # The header block changes at most once a second: hits within that second share one
     # multidict (each response gets a copy), instead of formatting and hashing every line.
-    memo = _BLOCKS.get(id(entry))
-    if memo is not None and memo[1] == probe and memo[0]() is entry:
-        headers: CIMultiDict[str] = memo[2]
+    # Keyed by the stored lines, so that each newly decoded copy of a Redis entry finds it.
+    stored = entry.headers
+    memo = _BLOCKS.get(stored)
+    if memo is not None and memo[0] == probe:
+        headers: CIMultiDict[str] = memo[1]
     else:
-        headers = _header_block(entry, probe)
+        headers = _header_block(stored, probe)
     template = _RESPONSE_TEMPLATE
     if entry.compress or template is None:
         response = web.Response(status=entry.status, body=entry.body, headers=headers)
@@ -169,47 +170,42 @@ def fast_response_template() -> dict[str, object] | None:
 _RESPONSE_TEMPLATE: Final = fast_response_template()
 
 
-def _header_block(
-    entry: CachedResponse, probe: tuple[int, int, str, str, bool]
-) -> CIMultiDict[str]:
+def _header_block(stored: tuple[tuple[str, str], ...], probe: Probe) -> CIMultiDict[str]:
     # Stored and decoded entries name their lines with istr (`entry.header_name`): aiohttp
     # iterates the lines to send them, and a CIMultiDict turns every plain-str name into a
     # new istr on each iteration.
-    headers = CIMultiDict(entry.headers)
-    headers.extend(_ours(entry, probe))
-    if len(entry.headers) <= BLOCK_MAX_LINES:
+    headers = CIMultiDict(stored)
+    headers.extend(_ours(stored, probe))
+    if len(stored) <= BLOCK_MAX_LINES:
         if len(_BLOCKS) >= BLOCK_ENTRIES:
             _BLOCKS.clear()
-        _BLOCKS[id(entry)] = (weakref.ref(entry), probe, headers)
+        _BLOCKS[stored] = (probe, headers)
     return headers
 
 
-#: Header blocks of recently hit entries, by `id(entry)` (the weak reference tells a live
-#: entry from a later one at the same address). Bounded: at most BLOCK_ENTRIES blocks of
-#: entries with at most BLOCK_MAX_LINES stored lines (~1 KB each, a few MB in all) per
-#: process, whatever the store holds; an entry's own memory is untouched.
+#: (age, seconds of freshness left, Cache-Status label, X-Cache, emit Cache-Control, ttl):
+#: everything besides the stored lines that the header block of a hit depends on.
+Probe = tuple[int, int, str, str, bool, float]
+
+#: Header blocks of recently hit entries, by their stored lines (equal lines, equal probe:
+#: equal block). Bounded: at most BLOCK_ENTRIES blocks of entries with at most
+#: BLOCK_MAX_LINES stored lines (~1 KB each, a few MB in all) per process, whatever the
+#: store holds; an entry's own memory is untouched.
 BLOCK_ENTRIES: Final = 4096
 BLOCK_MAX_LINES: Final = 24
-_BLOCKS: Final[
-    dict[
-        int,
-        tuple[weakref.ref[CachedResponse], tuple[int, int, str, str, bool], CIMultiDict[str]],
-    ]
-] = {}
+_BLOCKS: Final[dict[tuple[tuple[str, str], ...], tuple[Probe, CIMultiDict[str]]]] = {}
 
 
-def _ours(
-    entry: CachedResponse, probe: tuple[int, int, str, str, bool]
-) -> tuple[tuple[str, str], ...]:
-    age, ttl, status, x_cache, emit_cache_control = probe
+def _ours(stored: tuple[tuple[str, str], ...], probe: Probe) -> tuple[tuple[str, str], ...]:
+    age, remaining, status, x_cache, emit_cache_control, ttl = probe
     ours: tuple[tuple[str, str], ...] = (
         (_AGE, str(age) if age > 0 else "0"),
-        (_CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={ttl}"),
+        (_CACHE_STATUS, f"{CACHE_NAME}; {status}; ttl={remaining}"),
         (_X_CACHE, x_cache),
     )
-    if emit_cache_control and not _declares_freshness(entry.headers):
+    if emit_cache_control and not _declares_freshness(stored):
         # The whole lifetime: with `Age` beside it, downstream sees exactly what remains.
-        ours += ((hdrs.CACHE_CONTROL, f"public, max-age={max(0, int(entry.ttl))}"),)
+        ours += ((hdrs.CACHE_CONTROL, f"public, max-age={max(0, int(ttl))}"),)
     return ours
 
 

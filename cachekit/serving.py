@@ -9,7 +9,7 @@ from aiohttp import hdrs, web
 
 from cachekit import conditional, keys, policy
 from cachekit.app import CACHE_APP_KEY, cache_of
-from cachekit.cache import Cache
+from cachekit.cache import LOOKUP_FAILURES, UNKNOWN_GENERATION, Cache
 from cachekit.entry import CachedResponse
 from cachekit.filling import (
     COLLAPSED,
@@ -29,9 +29,16 @@ from cachekit.responses import from_entry, mark
 log = logging.getLogger("cachekit")
 
 
-def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | None:
+#: What `fresh_hit` hands over when a plain request needs the store's answer: the cache
+#: and the full key it computed, so `remote_hit` starts the lookup without redoing either.
+RoundTrip = tuple[Cache, str]
+
+
+def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | RoundTrip | None:
     """The answer to `request` when it is a plain fresh hit in a store that answers without
-    I/O (the embedded store, or the near cache in front of Redis); None otherwise.
+    I/O (the embedded store, or the near cache in front of Redis); a `RoundTrip` when it is
+    a plain request whose answer needs a Redis lookup (finish it with `remote_hit`); None
+    otherwise.
 
     The hot path, as a plain function (no coroutine) with its helpers inlined: everything
     it does not decide — misses, stale entries, bypasses, request directives, conditional
@@ -44,8 +51,8 @@ def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | None:
         cache: Cache = request.app[CACHE_APP_KEY]
     except KeyError:
         return None  # a sub-app's request: `serve` finds the cache through config_dict
-    memory, near, settings = cache.memory, cache.near, cache.settings
-    if (memory is None and near is None) or not settings.enabled:
+    settings = cache.settings
+    if not settings.enabled:
         return None
     headers = request.headers
     if (
@@ -61,14 +68,16 @@ def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | None:
     if key in cache.flights.fills:
         return None
     now = cache.clock()
+    memory = cache.memory
     if memory is not None:
         entry = memory.fresh(key, now)
-    elif near is not None and (looked_up := near.lookup(key, now)) is not None:
+    else:
+        near = cache.near
+        if near is None or (looked_up := near.lookup(key, now)) is None:
+            return cache, key
         entry = looked_up[0]
         if entry is not None and (entry.vary_stub or now >= entry.fresh_until):
             entry = None
-    else:
-        return None
     if entry is None:
         return None
     cache.counters.hits += 1
@@ -78,11 +87,45 @@ def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | None:
     return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
 
 
-async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.StreamResponse:
+async def remote_hit(
+    spec: HandlerSpec, request: web.Request, round_trip: RoundTrip, call: Call
+) -> web.StreamResponse:
+    """Finish what `fresh_hit` started for a plain request on Redis: one lookup; a fresh
+    entry is the answer, anything else continues in `serve` with the lookup already made."""
+    cache, key = round_trip
+    looking = cache.start_lookup(key)
+    if looking is None:
+        looked_up: tuple[CachedResponse | None, int] = (None, UNKNOWN_GENERATION)
+    else:
+        try:
+            looked_up = await looking
+        except LOOKUP_FAILURES as exc:
+            looked_up = cache.lookup_failed(key, exc)
+        else:
+            if cache.breaker.failures:  # nothing to close otherwise
+                cache.breaker.record_success()
+    entry = looked_up[0]
+    now = cache.clock()
+    if entry is not None and not entry.vary_stub and now < entry.fresh_until:
+        cache.counters.hits += 1
+        emit = spec.emit_cache_control
+        if emit is None:
+            emit = cache.settings.emit_cache_control
+        return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
+    return await serve(spec, request, call, made=(key, looked_up))
+
+
+async def serve(
+    spec: HandlerSpec,
+    request: web.Request,
+    call: Call,
+    made: tuple[str, tuple[CachedResponse | None, int]] | None = None,
+) -> web.StreamResponse:
     """Answer `request` from the cache, or run `call` once for everyone asking the same key.
 
     A fresh hit is answered here with as little work as possible (no job object, no extra
-    coroutine for the embedded store); everything else continues in `_respond`.
+    coroutine for the embedded store); everything else continues in `_respond`. `made`:
+    a key and the lookup `remote_hit` already made for it (no fill was running then).
     """
     cache = cache_of(request, spec.name)
     settings = cache.settings
@@ -112,7 +155,9 @@ async def serve(spec: HandlerSpec, request: web.Request, call: Call) -> web.Stre
     else:
         directives = policy.NO_DIRECTIVES
     looked_up = None
-    if directives is policy.NO_DIRECTIVES and key not in cache.flights.fills:
+    if made is not None and made[0] == key and directives is policy.NO_DIRECTIVES:
+        looked_up = made[1]  # not a fresh hit, or `remote_hit` would have answered
+    elif directives is policy.NO_DIRECTIVES and key not in cache.flights.fills:
         memory, near, now = cache.memory, cache.near, cache.clock()
         if memory is not None:
             looked_up = memory.get_now(key), 0

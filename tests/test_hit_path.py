@@ -15,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from cachekit import cached, keys, responses
 from cachekit import entry as entry_format
 from cachekit.entry import CachedResponse
-from tests.apps import make_app
+from tests.apps import make_app, make_store
 
 Client = TestClient[web.Request, web.Application]
 
@@ -130,9 +130,9 @@ async def test_hits_on_the_wire_are_byte_identical_with_and_without_the_shortcut
 
 
 def _block_of(stored: CachedResponse) -> Any:
-    memo = responses._BLOCKS.get(id(stored))
-    assert memo is not None and memo[0]() is stored
-    return memo[2]
+    memo = responses._BLOCKS.get(stored.headers)
+    assert memo is not None
+    return memo[1]
 
 
 def test_hits_within_a_second_share_one_header_block_but_not_one_multidict() -> None:
@@ -163,6 +163,50 @@ def test_a_different_label_never_reuses_the_block() -> None:
     assert emitted.headers["Cache-Control"] == "public, max-age=60"
 
 
+def test_entries_with_equal_lines_share_one_block() -> None:
+    # A Redis entry is a new object for every lookup batch: the block is found by the
+    # stored lines, not by the entry object.
+    lines = (("Content-Type", "application/json"), ("ETag", '"e1"'))
+    first = entry(stored_at=1000.0, headers=lines)
+    second = entry(stored_at=1000.0, headers=tuple(tuple(line) for line in lines))
+    assert first.headers is not second.headers
+    responses.from_entry(first, 1000.2, "hit", "HIT")
+    block = _block_of(first)
+    answered = responses.from_entry(second, 1000.3, "hit", "HIT")
+    assert _block_of(second) is block
+    assert answered.headers == block and answered.headers is not block
+
+
+def test_decoded_copies_of_an_entry_share_their_header_lines() -> None:
+    raw = entry_format.encode(entry(stored_at=1000.0))
+    first, second = entry_format.decode(raw), entry_format.decode(raw)
+    assert first is not second and first.headers is second.headers
+    assert first == second == entry(stored_at=1000.0)
+
+
+def test_the_header_lines_memo_stays_bounded() -> None:
+    entries = [entry(headers=(("X-N", str(n)),)) for n in range(entry_format.LINES_KEPT + 10)]
+    for item in entries:
+        assert entry_format.decode(entry_format.encode(item)) == item
+    assert len(entry_format._LINES) <= entry_format.LINES_KEPT
+    big = entry(headers=(("X-Big", "v" * entry_format.LINES_BLOCK_MAX),))
+    assert entry_format.decode(entry_format.encode(big)) == big
+    assert all(len(block) <= entry_format.LINES_BLOCK_MAX for block in entry_format._LINES)
+
+
+def test_equal_lines_with_other_lifetimes_never_share_a_block() -> None:
+    # Same lines, same Age (0) and same whole seconds left (59) at 1000.5, but the
+    # Cache-Control line states the whole lifetime: 60 vs 59.
+    lines = (("Content-Type", "text/plain"),)
+    longer = entry(stored_at=1000.0, ttl=60.2, headers=lines)
+    shorter = entry(stored_at=1000.0, ttl=59.9, headers=lines)
+    for stored, expected in ((longer, "60"), (shorter, "59"), (longer, "60")):
+        answered = responses.from_entry(stored, 1000.5, "hit", "HIT", emit_cache_control=True)
+        assert answered.headers["Age"] == "0"
+        assert answered.headers["Cache-Status"] == "cachekit; hit; ttl=59"
+        assert answered.headers["Cache-Control"] == f"public, max-age={expected}"
+
+
 def test_a_new_entry_at_a_dead_entry_s_address_gets_its_own_block() -> None:
     old = entry(stored_at=1000.0, headers=(("X-Which", "old"),))
     responses.from_entry(old, 1000.1, "hit", "HIT")
@@ -177,14 +221,17 @@ def test_a_new_entry_at_a_dead_entry_s_address_gets_its_own_block() -> None:
 
 
 def test_header_blocks_stay_bounded_and_leave_entries_untouched() -> None:
-    stored = [entry(stored_at=1000.0) for _ in range(responses.BLOCK_ENTRIES + 100)]
+    stored = [
+        entry(stored_at=1000.0, headers=(("X-N", str(n)),))
+        for n in range(responses.BLOCK_ENTRIES + 100)
+    ]
     for item in stored:
         responses.from_entry(item, 1000.1, "hit", "HIT")
     assert len(responses._BLOCKS) <= responses.BLOCK_ENTRIES
     many_lines = entry(headers=tuple((f"X-{n}", "v") for n in range(50)))
     responses.from_entry(many_lines, time.time(), "hit", "HIT")
-    assert id(many_lines) not in responses._BLOCKS
-    assert stored[0] == entry(stored_at=1000.0)
+    assert many_lines.headers not in responses._BLOCKS
+    assert stored[0] == entry(stored_at=1000.0, headers=(("X-N", "0"),))
     assert not hasattr(stored[0], "__dict__")
 
 
@@ -353,3 +400,46 @@ def test_the_header_name_table_stays_bounded() -> None:
     finally:  # other tests expect shared names
         table.clear()
         table.update(saved)
+
+
+# ---------------------------------------------------------------- Redis: one lookup per request
+
+
+@pytest.mark.parametrize("kind", ["fakeredis", "redis"])
+async def test_a_plain_redis_request_looks_the_store_up_once(
+    aiohttp_client, request: pytest.FixtureRequest, kind: str
+) -> None:
+    # `fresh_hit` computes the key and hands the lookup to `remote_hit`; a request that is
+    # not a fresh hit continues in `serve` with that lookup, without a second one.
+    routes = web.RouteTableDef()
+    calls = [0]
+
+    @routes.get("/items/{n}")
+    @cached(ttl=0.4, stale_ttl=30, key="items:{match_info[n]}")
+    async def item(request: web.Request) -> web.Response:
+        calls[0] += 1
+        return web.json_response({"n": request.match_info["n"], "call": calls[0]})
+
+    url = request.getfixturevalue("real_redis_url") if kind == "redis" else None
+    store = make_store(kind, url)
+    app, cache = make_app(routes, store=store)
+    client: Client = await aiohttp_client(app)
+
+    async def looked_up_keys(path: str) -> tuple[str, int]:
+        before = cache.stats()["lookup_keys"]
+        response = await client.get(path)
+        assert response.status == 200
+        return response.headers["X-Cache"], cache.stats()["lookup_keys"] - before
+
+    # A miss: the request's lookup, then the fill's re-check once it holds the fill lock.
+    assert await looked_up_keys("/items/1") == ("MISS", 2)
+    assert await looked_up_keys("/items/1") == ("HIT", 1)
+    assert (await client.get("/items/1", headers={"If-None-Match": '"x"'})).status == 200
+    await asyncio.sleep(0.45)
+    assert await looked_up_keys("/items/1") == ("STALE", 1)  # then one refresh runs
+    for _ in range(100):
+        if calls[0] == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert calls[0] == 2
+    assert cache.stats()["hits"] == 2 and cache.stats()["stale_hits"] == 1

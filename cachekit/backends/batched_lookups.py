@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from asyncio import Future
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -73,7 +74,7 @@ class BatchedLookups(KeyLayout):
         now = time.time()
         LOOKUP_TIME.set(now)  # a plain function: this is the caller's context
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[tuple[CachedResponse | None, int]] = loop.create_future()
+        waiter: asyncio.Future[tuple[CachedResponse | None, int]] = Future(loop=loop)
         near = self._near
         if near is not None:
             found = near.lookup(key, now)
