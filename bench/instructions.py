@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import re
 import shutil
 import subprocess
@@ -124,6 +125,7 @@ def instructions(variant: str, requests: int) -> int:
         stdout=subprocess.DEVNULL,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts in every run
     )
     try:
         asyncio.run(asyncio.wait_for(drive(port, requests), timeout=300))
