@@ -46,6 +46,17 @@ async def stored_then_read(url: str, key: str = "k", body: bytes = b"hello") -> 
     return store
 
 
+async def assert_lookup_fails(url: str, match: str) -> None:
+    """A store on `url` looks up through the channel, and its lookup fails with `match`."""
+    store = RedisStore.from_url(url, NAMESPACE, 2.0)
+    try:
+        assert store.uses_lookup_channel
+        with pytest.raises(StoreError, match=match):
+            await store.get("k")
+    finally:
+        await store.close()
+
+
 class ScriptedRedis:
     """A RESP server on 127.0.0.1 answering each command with `answer(command)`: bytes to
     send, or None to stay silent. Records commands and connections."""
@@ -182,12 +193,7 @@ async def test_the_channel_authenticates_as_the_urls_user(
     server = make_redis_server(args=["--user", "alice", "on", ">s3cret", "~*", "+@all"])
     store = await stored_then_read(f"redis://alice:s3cret@{HOST}:{server.port}/0")
     await store.close()
-    wrong = RedisStore.from_url(f"redis://alice:nope@{HOST}:{server.port}/0", NAMESPACE, 2.0)
-    try:
-        with pytest.raises(StoreError, match="WRONGPASS"):
-            await wrong.get("k")
-    finally:
-        await wrong.close()
+    await assert_lookup_fails(f"redis://alice:nope@{HOST}:{server.port}/0", "WRONGPASS")
 
 
 @pytest.mark.real_redis
@@ -249,13 +255,7 @@ async def test_the_channel_speaks_tls_and_checks_the_certificate(
     store = await stored_then_read(f"{url}?ssl_ca_certs={files['ca.crt']}")
     await store.close()
     # A server certificate the client does not trust: the lookup fails, it is not sent.
-    untrusting = RedisStore.from_url(url, NAMESPACE, 2.0)
-    try:
-        assert untrusting.uses_lookup_channel
-        with pytest.raises(StoreError, match="CERTIFICATE_VERIFY_FAILED"):
-            await untrusting.get("k")
-    finally:
-        await untrusting.close()
+    await assert_lookup_fails(url, "CERTIFICATE_VERIFY_FAILED")
 
 
 @pytest.mark.real_redis
