@@ -119,9 +119,10 @@ class Cache:
         return result
 
     def start_lookup(self, key: str) -> Awaitable[tuple[CachedResponse | None, int]] | None:
-        """The store's lookup of `key`, under way: await it, then report how it went with
-        `breaker.record_success()` or `lookup_failed` (what `lookup` does, for callers that
-        save its coroutine). None when the circuit breaker skips the store (counted)."""
+        """The store's lookup of `key`, under way, for callers that await it themselves
+        (the Redis hit path, one coroutine fewer than `lookup`) and then report how it went
+        as `lookup` does: `breaker.record_success()`, or `lookup_failed` for one of
+        `LOOKUP_FAILURES`. None when the circuit breaker skips the store (counted)."""
         breaker = self.breaker
         if breaker.failures >= breaker.threshold and not breaker.allow():  # allow(), inline
             self.counters.skipped += 1

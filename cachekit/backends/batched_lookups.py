@@ -74,6 +74,8 @@ class BatchedLookups(KeyLayout):
         now = time.time()
         LOOKUP_TIME.set(now)  # a plain function: this is the caller's context
         loop = asyncio.get_running_loop()
+        # Future(loop=...) rather than loop.create_future(): the same object on asyncio's
+        # loop, without a Python method call per lookup.
         waiter: asyncio.Future[tuple[CachedResponse | None, int]] = Future(loop=loop)
         near = self._near
         if near is not None:
