@@ -108,9 +108,7 @@ async def remote_hit(
     now = cache.clock()
     if entry is not None and not entry.vary_stub and now < entry.fresh_until:
         cache.counters.hits += 1
-        emit = spec.emit_cache_control
-        if emit is None:
-            emit = cache.settings.emit_cache_control
+        emit = emits_cache_control(cache, spec)
         return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
     return await serve(spec, request, call, made=(key, looked_up))
 
