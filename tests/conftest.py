@@ -9,13 +9,19 @@ Sections (add new ones below, each under its own banner):
    Without ``redis-server`` on PATH these tests are skipped, except under ``CI=true``,
    where they fail: CI must run them. Tests using them are marked ``real_redis``
    automatically, so ``pytest -m "not real_redis"`` deselects them.
+2. Environment: no CACHEKIT_* variables leak in from the shell.
+3. Event loops: async tests that talk to Redis (a real server, or the scripted one of
+   ``test_lookup_channel``) run on asyncio's own loop and on uvloop, the loop
+   production aiohttp servers often run on (aiohttp's ``GunicornUVLoopWebWorker``);
+   their ids end in ``[asyncio]`` / ``[uvloop]``. Other async tests run on asyncio's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -131,3 +137,47 @@ def clean_cachekit_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("CACHEKIT_"):
             monkeypatch.delenv(name)
+
+
+# =========================================================================== 3. event loops
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - the test extra installs it
+    uvloop = None
+
+#: Modules whose async tests talk to Redis without naming a real-server fixture (a scripted
+#: server, or a store kind chosen by parameter).
+SOCKET_MODULES = frozenset({"test_lookup_channel", "test_stores", "test_tags", "test_stampede"})
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """asyncio's loop for every async test; uvloop as well for those that talk to Redis.
+
+    Under CI=true a missing uvloop fails those tests instead of quietly running fewer.
+    """
+    del config
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    talks_to_redis = bool(REAL_REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ()))) or (
+        item.module is not None and item.module.__name__.rpartition(".")[2] in SOCKET_MODULES
+    )
+    if talks_to_redis:
+        factories["uvloop"] = _uvloop_factory()
+    return factories
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    if uvloop is not None:
+        return uvloop.new_event_loop
+
+    def missing() -> asyncio.AbstractEventLoop:
+        msg = "uvloop is not installed (pip install -e '.[test]')"
+        if in_ci():
+            pytest.fail(f"{msg}; CI=true, so the uvloop tests must run", pytrace=False)
+        pytest.skip(msg)
+
+    return missing

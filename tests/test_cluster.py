@@ -36,6 +36,8 @@ def catalogue(calls: Counter[str], delay: float = 0.0) -> web.RouteTableDef:
     @cached(ttl=1, stale_ttl=10)
     async def news(request: web.Request) -> web.Response:
         calls["/news"] += 1
+        if calls["/news"] > 1:  # a refresh: slow enough that concurrent requests see it run
+            await asyncio.sleep(0.2)
         return web.json_response({"edition": calls["/news"]})
 
     @routes.get("/greeting")
