@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from bench import report, variants
+from bench import procs, report, variants
 from bench.procs import LOAD_CPU, pinning_available
 
 COMMANDS = ("run", "scale", "storm")
@@ -39,6 +39,13 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--memory-max-bytes", type=int, default=64 << 20)
     scale.add_argument("--skip", choices=["redis", "memory"], default=None)
     storm = sub.add_parser("storm", help="cold-key miss storm against a slow handler")
+    for command in (run, scale, storm):
+        command.add_argument(
+            "--loop",
+            choices=procs.EVENT_LOOPS,
+            default="asyncio",
+            help="event loop of the server processes (uvloop: pip install uvloop)",
+        )
     storm.add_argument("--clients", type=int, default=200)
     storm.add_argument("--slow-delay", type=float, default=0.1, help="handler seconds")
     storm.add_argument("--rounds", type=int, default=3, help="storms per variant (new keys)")
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args_list or args_list[0] not in (*COMMANDS, "-h", "--help"):
         args_list.insert(0, "run")
     args = parser().parse_args(args_list)
+    procs.event_loop = args.loop
     if pinning_available():
         # The harness (warm-up, storm clients) stays off the server's core.
         os.sched_setaffinity(0, {int(LOAD_CPU)})

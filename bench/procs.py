@@ -25,6 +25,9 @@ RESERVED_PORTS: Final = frozenset({6379, 26379})  # the machine's own Redis, nev
 ROOT: Final = Path(__file__).resolve().parent.parent  # holds the bench package
 SERVER_CPU: Final = "0"
 LOAD_CPU: Final = "1"
+#: The event loop of every server process (`--loop`): "asyncio" (its own) or "uvloop".
+EVENT_LOOPS: Final = ("asyncio", "uvloop")
+event_loop = "asyncio"
 _PR_SET_PDEATHSIG: Final = 1
 
 _libc: Any = None
@@ -162,6 +165,7 @@ def start_server(
     port = free_port()
     command = [sys.executable, "-m", "bench.server", "--kind", kind, "--backend", backend]
     command += ["--port", str(port), "--delay", str(delay), "--slow-delay", str(slow_delay)]
+    command += ["--loop", event_loop]
     if redis_url is not None:
         command += ["--redis-url", redis_url]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEKIT_")}

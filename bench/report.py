@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
+from bench import procs
 from bench.procs import pinning_available
 from bench.wrk import WrkResult
 
@@ -26,6 +27,7 @@ _PACKAGES: Final = (
     "aiohttp-cache",
     "aiocache",
     "cashews",
+    "uvloop",
 )
 
 
@@ -118,6 +120,7 @@ def environment(settings: str) -> str:
             f"- python {sys.version.split()[0]}; {versions}",
             f"- {_tool_version(['wrk', '-v'])}; {_tool_version(['redis-server', '--version'])}",
             f"- pinning: {pinning}",
+            f"- event loop of the servers: {procs.event_loop}",
             f"- settings: {settings}",
         ]
     )

@@ -87,11 +87,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.002)
     parser.add_argument("--slow-delay", type=float, default=0.1)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args(argv)
     # Some peers keep state under string app keys; aiohttp warns about that, harmlessly.
     warnings.simplefilter("ignore")
     config = ServerConfig(args.kind, args.backend, args.redis_url, args.delay, args.slow_delay)
-    web.run_app(build_app(config), host=HOST, port=args.port, access_log=None, print=None)
+    loop = None
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415  # only when asked for
+
+        loop = uvloop.new_event_loop()
+    web.run_app(
+        build_app(config), host=HOST, port=args.port, access_log=None, print=None, loop=loop
+    )
 
 
 if __name__ == "__main__":
