@@ -39,13 +39,6 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--memory-max-bytes", type=int, default=64 << 20)
     scale.add_argument("--skip", choices=["redis", "memory"], default=None)
     storm = sub.add_parser("storm", help="cold-key miss storm against a slow handler")
-    for command in (run, scale, storm):
-        command.add_argument(
-            "--loop",
-            choices=procs.EVENT_LOOPS,
-            default="asyncio",
-            help="event loop of the server processes (uvloop: pip install uvloop)",
-        )
     storm.add_argument("--clients", type=int, default=200)
     storm.add_argument("--slow-delay", type=float, default=0.1, help="handler seconds")
     storm.add_argument("--rounds", type=int, default=3, help="storms per variant (new keys)")
@@ -55,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
         default="uncached,cachekit-memory,cachekit-redis",
         help="comma list of variants (peers too, e.g. cashews-redis)",
     )
+    for command in (run, scale, storm):
+        command.add_argument(
+            "--loop",
+            choices=procs.EVENT_LOOPS,
+            default="asyncio",
+            help="event loop of the server processes (uvloop: pip install uvloop)",
+        )
     return top
 
 

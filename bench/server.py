@@ -20,6 +20,7 @@ from bench.handlers import (
     uncached_handlers,
 )
 from bench.payload import page_body
+from bench.procs import EVENT_LOOPS
 
 HOST: Final = "127.0.0.1"
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.002)
     parser.add_argument("--slow-delay", type=float, default=0.1)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--loop", choices=EVENT_LOOPS, default="asyncio")
     args = parser.parse_args(argv)
     # Some peers keep state under string app keys; aiohttp warns about that, harmlessly.
     warnings.simplefilter("ignore")

@@ -59,9 +59,14 @@ def require_binaries(*names: str) -> None:
     pytest.skip(msg)
 
 
+def uses_real_redis(item: pytest.Item) -> bool:
+    """Whether the test asks for one of our real Redis processes by fixture name."""
+    return bool(REAL_REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if REAL_REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if uses_real_redis(item):
             item.add_marker(pytest.mark.real_redis)
 
 
@@ -162,10 +167,8 @@ def pytest_asyncio_loop_factories(
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop
     }
-    talks_to_redis = bool(REAL_REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ()))) or (
-        item.module is not None and item.module.__name__.rpartition(".")[2] in SOCKET_MODULES
-    )
-    if talks_to_redis:
+    module = item.module.__name__.rpartition(".")[2] if item.module is not None else ""
+    if uses_real_redis(item) or module in SOCKET_MODULES:
         factories["uvloop"] = _uvloop_factory()
     return factories
 
