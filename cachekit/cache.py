@@ -123,8 +123,7 @@ class Cache:
         (the Redis hit path, one coroutine fewer than `lookup`) and then report how it went
         as `lookup` does: `breaker.record_success()`, or `lookup_failed` for one of
         `LOOKUP_FAILURES`. None when the circuit breaker skips the store (counted)."""
-        breaker = self.breaker
-        if breaker.failures >= breaker.threshold and not breaker.allow():  # allow(), inline
+        if not self.breaker.allow():
             self.counters.skipped += 1
             return None
         return self.store.get(key)

@@ -102,8 +102,7 @@ async def remote_hit(
         except LOOKUP_FAILURES as exc:
             looked_up = cache.lookup_failed(key, exc)
         else:
-            if cache.breaker.failures:  # nothing to close otherwise
-                cache.breaker.record_success()
+            cache.breaker.record_success()
     entry = looked_up[0]
     now = cache.clock()
     if entry is not None and not entry.vary_stub and now < entry.fresh_until:
