@@ -7,10 +7,12 @@ from http import HTTPStatus
 from typing import Final
 
 from aiohttp import hdrs, web
+from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, MutableMultiMapping, istr
 
 from cachekit import conditional, policy
 from cachekit.entry import CachedResponse, body_etag, header_name
+from cachekit.hit_response import HitResponse, Wire, build_wire, header_version
 
 X_CACHE: Final = "X-Cache"
 ETAG_HEADER: Final = "ETag"
@@ -105,30 +107,39 @@ def from_entry(
     memo = _BLOCKS.get(stored)
     if memo is not None and memo[0] == probe:
         headers: CIMultiDict[str] = memo[1]
+        wire = memo[2]
     else:
-        headers = _header_block(stored, probe)
+        headers, wire = _header_block(stored, probe, entry)
     template = _RESPONSE_TEMPLATE
     if entry.compress or template is None:
         response = web.Response(status=entry.status, body=entry.body, headers=headers)
         if entry.compress:
             response.enable_compression()
         return response
-    return _new_response(entry.status, entry.body, headers, template)
+    return _new_response(entry.status, entry.body, headers, template, wire)
 
 
 def _new_response(
-    status: int, body: bytes, headers: CIMultiDict[str], template: dict[str, object]
+    status: int,
+    body: bytes,
+    headers: CIMultiDict[str],
+    template: dict[str, object],
+    wire: Wire | None = None,
 ) -> web.Response:
-    """`web.Response(status=status, body=body, headers=headers)` without running its
+    """`HitResponse(status=status, body=body, headers=headers)` without running its
     constructor's argument checks (half the cost of a hit): the instance gets the
-    attributes the constructor would set, `template` holding those that never vary."""
-    response: web.Response = _object_new(web.Response)
+    attributes the constructor would set, `template` holding those that never vary; with
+    `wire`, the prebuilt bytes of `headers` (see `hit_response`)."""
+    response: web.Response = _object_new(HitResponse)
     state = template.copy()
     state["_state"] = {}
-    state["_headers"] = headers.copy()
+    state["_headers"] = copy = headers.copy()
     state["_status"] = status
     state["_reason"] = _REASONS.get(status, "")
     state["_body"] = body
+    if wire is not None:
+        state["_wire"] = wire
+        state["_wire_version"] = header_version(copy)
     response.__dict__ = state
     return response
 
@@ -141,7 +152,7 @@ _IMMUTABLE: Final = (type(None), bool, int, float, str, bytes)
 
 def fast_response_template() -> dict[str, object] | None:
     """The constant attributes `web.Response.__init__` sets, if `_new_response` builds
-    exactly what this aiohttp's constructor builds; None otherwise.
+    exactly what this aiohttp's constructor builds (as a `HitResponse`); None otherwise.
 
     Checked once at import: every attribute beyond the per-response ones must be an
     immutable constant (a per-instance list or cookie jar would be shared between
@@ -157,7 +168,7 @@ def fast_response_template() -> dict[str, object] | None:
             return None
         for status, body in ((200, b"probe"), (404, b""), (203, b"x" * 100), (599, b"?")):
             headers = CIMultiDict([("Content-Type", "text/plain"), ("X-A", "1"), ("x-a", "2")])
-            built = web.Response(status=status, body=body, headers=headers)
+            built = HitResponse(status=status, body=body, headers=headers)
             fast = _new_response(status, body, headers, template)
             if vars(built) != vars(fast) or type(built) is not type(fast):
                 return None
@@ -170,17 +181,27 @@ def fast_response_template() -> dict[str, object] | None:
 _RESPONSE_TEMPLATE: Final = fast_response_template()
 
 
-def _header_block(stored: tuple[tuple[str, str], ...], probe: Probe) -> CIMultiDict[str]:
+def _header_block(
+    stored: tuple[tuple[str, str], ...], probe: Probe, entry: CachedResponse
+) -> tuple[CIMultiDict[str], Wire | None]:
     # Stored and decoded entries name their lines with istr (`entry.header_name`): aiohttp
     # iterates the lines to send them, and a CIMultiDict turns every plain-str name into a
     # new istr on each iteration.
     headers = CIMultiDict(stored)
     headers.extend(_ours(stored, probe))
+    if hdrs.SERVER not in headers:
+        # What `prepare` would add: set here, it leaves the block as `hit_response` sends it.
+        headers.add(hdrs.SERVER, SERVER_SOFTWARE)
+    wire = None
     if len(stored) <= BLOCK_MAX_LINES:
+        # Worth its bytes only when kept: for this entry's status and body length (another
+        # entry with equal lines but another status or length finds it and falls back).
+        status = entry.status
+        wire = build_wire(status, _REASONS.get(status, ""), headers, len(entry.body))
         if len(_BLOCKS) >= BLOCK_ENTRIES:
             _BLOCKS.clear()
-        _BLOCKS[stored] = (probe, headers)
-    return headers
+        _BLOCKS[stored] = (probe, headers, wire)
+    return headers, wire
 
 
 #: (age, seconds of freshness left, Cache-Status label, X-Cache, emit Cache-Control, ttl):
@@ -188,12 +209,12 @@ def _header_block(stored: tuple[tuple[str, str], ...], probe: Probe) -> CIMultiD
 Probe = tuple[int, int, str, str, bool, float]
 
 #: Header blocks of recently hit entries, by their stored lines (equal lines, equal probe:
-#: equal block). Bounded: at most BLOCK_ENTRIES blocks of entries with at most
-#: BLOCK_MAX_LINES stored lines (~1 KB each, a few MB in all) per process, whatever the
-#: store holds; an entry's own memory is untouched.
+#: equal block), with their bytes on the wire. Bounded: at most BLOCK_ENTRIES blocks of
+#: entries with at most BLOCK_MAX_LINES stored lines (~1.5 KB each, a few MB in all) per
+#: process, whatever the store holds; an entry's own memory is untouched.
 BLOCK_ENTRIES: Final = 4096
 BLOCK_MAX_LINES: Final = 24
-_BLOCKS: Final[dict[tuple[tuple[str, str], ...], tuple[Probe, CIMultiDict[str]]]] = {}
+_BLOCKS: Final[dict[tuple[tuple[str, str], ...], tuple[Probe, CIMultiDict[str], Wire | None]]] = {}
 
 
 def _ours(stored: tuple[tuple[str, str], ...], probe: Probe) -> tuple[tuple[str, str], ...]:
