@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from email.utils import formatdate
 from http import HTTPStatus
+from itertools import chain
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -193,7 +194,7 @@ def _header_block(
         # What `prepare` would add: set here, it leaves the block as `hit_response` sends it.
         headers.add(hdrs.SERVER, SERVER_SOFTWARE)
     wire = None
-    if len(stored) <= BLOCK_MAX_LINES:
+    if len(stored) <= BLOCK_MAX_LINES and sum(map(len, chain(*stored))) <= BLOCK_MAX_BYTES:
         # Worth its bytes only when kept: for this entry's status and body length (another
         # entry with equal lines but another status or length finds it and falls back).
         status = entry.status
@@ -210,10 +211,13 @@ Probe = tuple[int, int, str, str, bool, float]
 
 #: Header blocks of recently hit entries, by their stored lines (equal lines, equal probe:
 #: equal block), with their bytes on the wire. Bounded: at most BLOCK_ENTRIES blocks of
-#: entries with at most BLOCK_MAX_LINES stored lines (~1.5 KB each, a few MB in all) per
-#: process, whatever the store holds; an entry's own memory is untouched.
+#: entries with at most BLOCK_MAX_LINES stored lines of at most BLOCK_MAX_BYTES in all
+#: (kept twice: the multidict and the wire bytes; ~1.5 KB per block for typical headers,
+#: ~6 MB in all, 20 MB at worst) per process, whatever the store holds; an entry's own
+#: memory is untouched.
 BLOCK_ENTRIES: Final = 4096
 BLOCK_MAX_LINES: Final = 24
+BLOCK_MAX_BYTES: Final = 2048
 _BLOCKS: Final[dict[tuple[tuple[str, str], ...], tuple[Probe, CIMultiDict[str], Wire | None]]] = {}
 
 

@@ -232,6 +232,10 @@ def test_header_blocks_stay_bounded_and_leave_entries_untouched() -> None:
     many_lines = entry(headers=tuple((f"X-{n}", "v") for n in range(50)))
     responses.from_entry(many_lines, time.time(), "hit", "HIT")
     assert many_lines.headers not in responses._BLOCKS
+    long_lines = entry(headers=(("Content-Security-Policy", "x" * responses.BLOCK_MAX_BYTES),))
+    answered = responses.from_entry(long_lines, time.time(), "hit", "HIT")
+    assert long_lines.headers not in responses._BLOCKS
+    assert answered.headers["Content-Security-Policy"] == "x" * responses.BLOCK_MAX_BYTES
     assert stored[0] == entry(stored_at=1000.0, headers=(("X-N", "0"),))
     assert not hasattr(stored[0], "__dict__")
 
