@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from aiohttp import web
 
 from cachekit.handler_spec import HandlerSpec, KeySpec, TagSpec
 from cachekit.invalidation import SPEC_ATTRIBUTE
-from cachekit.serving import fresh_hit, remote_hit, serve
+from cachekit.serving import request_handler
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[web.StreamResponse]])
 
@@ -58,26 +58,8 @@ def cached(
             honor_request_cache_control=honor_request_cache_control,
         )
 
-        @functools.wraps(handler)
-        async def wrapper(*args: Any, **kwargs: Any) -> web.StreamResponse:
-            request = args[-1] if args and type(args[-1]) is web.Request else _find_request(args)
-            hit = fresh_hit(spec, request)
-            if hit is None:
-                return await serve(spec, request, lambda: handler(*args, **kwargs))
-            if isinstance(hit, tuple):  # a plain request on Redis: one lookup decides
-                return await remote_hit(spec, request, hit, lambda: handler(*args, **kwargs))
-            return hit
-
+        wrapper = functools.wraps(handler)(request_handler(spec, handler))
         setattr(wrapper, SPEC_ATTRIBUTE, spec)
         return cast(Handler, wrapper)
 
     return decorate
-
-
-def _find_request(args: tuple[Any, ...]) -> web.Request:
-    for arg in reversed(args):
-        if isinstance(arg, web.BaseRequest):
-            return cast(web.Request, arg)
-        if isinstance(arg, web.View):
-            return arg.request
-    raise TypeError("a @cached handler takes the request (or is a web.View method)")

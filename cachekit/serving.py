@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from aiohttp import hdrs, web
 
@@ -30,14 +32,15 @@ log = logging.getLogger("cachekit")
 
 
 #: What `fresh_hit` hands over when a plain request needs the store's answer: the cache
-#: and the full key it computed, so `remote_hit` starts the lookup without redoing either.
+#: and the full key it computed, so `request_handler` starts the lookup without redoing
+#: either.
 RoundTrip = tuple[Cache, str]
 
 
 def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | RoundTrip | None:
     """The answer to `request` when it is a plain fresh hit in a store that answers without
     I/O (the embedded store, or the near cache in front of Redis); a `RoundTrip` when it is
-    a plain request whose answer needs a Redis lookup (finish it with `remote_hit`); None
+    a plain request whose answer needs a Redis lookup (`request_handler` makes it); None
     otherwise.
 
     The hot path, as a plain function (no coroutine) with its helpers inlined: everything
@@ -87,29 +90,51 @@ def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | RoundTr
     return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
 
 
-async def remote_hit(
-    spec: HandlerSpec, request: web.Request, round_trip: RoundTrip, call: Call
-) -> web.StreamResponse:
-    """Finish what `fresh_hit` started for a plain request on Redis: one lookup; a fresh
-    entry is the answer, anything else continues in `serve` with the lookup already made."""
-    cache, key = round_trip
-    looking = cache.start_lookup(key)
-    if looking is None:
-        looked_up: tuple[CachedResponse | None, int] = (None, UNKNOWN_GENERATION)
-    else:
-        try:
-            looked_up = await looking
-        except LOOKUP_FAILURES as exc:
-            looked_up = cache.lookup_failed(key, exc)
+def request_handler(
+    spec: HandlerSpec, handler: Callable[..., Awaitable[web.StreamResponse]]
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The coroutine function `@cached` puts in place of `handler`: a fresh hit answered by
+    `fresh_hit` or by one Redis lookup right here, everything else through `serve`."""
+
+    async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:
+        request = args[-1] if args and type(args[-1]) is web.Request else _find_request(args)
+        hit = fresh_hit(spec, request)
+        if hit is None:
+            return await serve(spec, request, lambda: handler(*args, **kwargs))
+        if not isinstance(hit, tuple):
+            return hit
+        # A plain request on Redis: one lookup decides. Awaited here rather than in a
+        # coroutine of its own: one coroutine fewer per Redis hit (~0.4 µs).
+        cache, key = hit
+        looking = cache.start_lookup(key)
+        if looking is None:
+            looked_up: tuple[CachedResponse | None, int] = (None, UNKNOWN_GENERATION)
         else:
-            cache.breaker.record_success()
-    entry = looked_up[0]
-    now = cache.clock()
-    if entry is not None and not entry.vary_stub and now < entry.fresh_until:
-        cache.counters.hits += 1
-        emit = emits_cache_control(cache, spec)
-        return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
-    return await serve(spec, request, call, made=(key, looked_up))
+            try:
+                looked_up = await looking
+            except LOOKUP_FAILURES as exc:
+                looked_up = cache.lookup_failed(key, exc)
+            else:
+                cache.breaker.record_success()
+        entry = looked_up[0]
+        now = cache.clock()
+        if entry is not None and not entry.vary_stub and now < entry.fresh_until:
+            cache.counters.hits += 1
+            emit = emits_cache_control(cache, spec)
+            return from_entry(entry, now, "hit", "HIT", emit_cache_control=emit)
+        made = (key, looked_up)
+        return await serve(spec, request, lambda: handler(*args, **kwargs), made=made)
+
+    return handle
+
+
+def _find_request(args: tuple[Any, ...]) -> web.Request:
+    for arg in reversed(args):
+        if isinstance(arg, web.BaseRequest):
+            return cast(web.Request, arg)
+        if isinstance(arg, web.View):
+            return arg.request
+    raise TypeError("a @cached handler takes the request (or is a web.View method)")
 
 
 async def serve(
@@ -122,7 +147,7 @@ async def serve(
 
     A fresh hit is answered here with as little work as possible (no job object, no extra
     coroutine for the embedded store); everything else continues in `_respond`. `made`:
-    a key and the lookup `remote_hit` already made for it (no fill was running then).
+    a key and the lookup `request_handler` already made for it (no fill was running then).
     """
     cache = cache_of(request, spec.name)
     settings = cache.settings
@@ -153,7 +178,7 @@ async def serve(
         directives = policy.NO_DIRECTIVES
     looked_up = None
     if made is not None and made[0] == key and directives is policy.NO_DIRECTIVES:
-        looked_up = made[1]  # not a fresh hit, or `remote_hit` would have answered
+        looked_up = made[1]  # not a fresh hit, or `request_handler` would have answered
     elif directives is policy.NO_DIRECTIVES and key not in cache.flights.fills:
         memory, near, now = cache.memory, cache.near, cache.clock()
         if memory is not None:

@@ -414,7 +414,7 @@ def test_the_header_name_table_stays_bounded() -> None:
 async def test_a_plain_redis_request_looks_the_store_up_once(
     aiohttp_client, request: pytest.FixtureRequest, kind: str
 ) -> None:
-    # `fresh_hit` computes the key and hands the lookup to `remote_hit`; a request that is
+    # `fresh_hit` computes the key and `request_handler` makes the lookup; a request that is
     # not a fresh hit continues in `serve` with that lookup, without a second one.
     routes = web.RouteTableDef()
     calls = [0]

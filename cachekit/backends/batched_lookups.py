@@ -92,7 +92,11 @@ class BatchedLookups(KeyLayout):
         elif len(pending) >= MAX_BATCH_KEYS and not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        pending.setdefault(key, []).append(waiter)
+        waiters = pending.get(key)
+        if waiters is None:
+            pending[key] = [waiter]
+        else:
+            waiters.append(waiter)  # a hot key: one MGET slot for all its lookups
         return waiter
 
     def _flush(self) -> None:
