@@ -109,8 +109,13 @@ class HitResponse(web.Response):
     async def _write_headers(self) -> None:
         wire = self._wire
         # The status is settled by now: aiohttp refuses `set_status` once `_start` began.
-        if wire is not None and header_version(self._headers) == self._wire_version:
-            writer = cast(StreamWriter, self._payload_writer)
+        writer = self._payload_writer
+        if (
+            wire is not None
+            and header_version(self._headers) == self._wire_version
+            and type(writer) is StreamWriter  # aiohttp's server writer (not a test double)
+            and writer._on_headers_sent is None  # with no callback to run
+        ):
             # What `StreamWriter.write_headers` does with the bytes it serialises.
             writer._headers_written = False
             writer._headers_buf = wire.data
@@ -174,6 +179,8 @@ def _run(step: Coroutine[Any, Any, Any]) -> None:
 def _sent(response: web.Response) -> bytes:
     protocol = _Protocol()
     writer = StreamWriter(cast(Any, protocol), cast(Any, None))
+    if writer._on_headers_sent is not None:  # also: the attribute `_write_headers` reads
+        raise RuntimeError("a writer with a headers-sent callback")
     request = cast(web.BaseRequest, _ProbeRequest(writer))
     _run(response.prepare(request))
     _run(response.write_eof())
