@@ -295,3 +295,18 @@ def test_a_block_shared_by_an_entry_of_another_length_is_not_sent_for_it() -> No
 
 def _entry(lines: tuple[tuple[str, str], ...], body: bytes, now: float) -> Any:
     return CachedResponse(status=200, headers=lines, body=body, stored_at=now, ttl=60.0, etag='"e"')
+
+
+def test_the_shortcut_is_off_when_prepare_changes_every_response(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A release whose `prepare` adds a line to every response: the prebuilt bytes would
+    # never fit, so the shortcut is reported off rather than silently never taken.
+    original = web.StreamResponse._prepare_headers
+
+    async def with_a_line(self: web.StreamResponse) -> None:
+        await original(self)
+        self.headers["X-Added-By-Aiohttp"] = "1"
+
+    monkeypatch.setattr(web.StreamResponse, "_prepare_headers", with_a_line)
+    assert not hit_response._wire_matches_aiohttp()
