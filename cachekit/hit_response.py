@@ -71,10 +71,11 @@ def _wire_of(status: int, reason: str, block: CIMultiDict[str], body_length: int
         or hdrs.SERVER not in block
     ):
         return None
+    length = str(body_length)
     full = block.copy()
-    full.add(hdrs.CONTENT_LENGTH, str(body_length))
+    full.add(hdrs.CONTENT_LENGTH, length)
     data = _serialize_headers(f"HTTP/1.1 {status} {reason}", full)
-    return Wire(status, reason, body_length, str(body_length), data)
+    return Wire(status, reason, body_length, length, data)
 
 
 class HitResponse(web.Response):
