@@ -50,7 +50,18 @@ def build_store(settings: CacheSettings) -> Store:
     }
     if settings.redis_mode == "sentinel":
         service = settings.redis_sentinel_service or ""
-        return SentinelStore.connect(url, service, namespace, timeout, variants, **options, **near)
+        secret = settings.redis_sentinel_password
+        return SentinelStore.connect(
+            url,
+            service,
+            namespace,
+            timeout,
+            variants,
+            sentinel_username=settings.redis_sentinel_username,
+            sentinel_password=secret.get_secret_value() if secret is not None else None,
+            **options,
+            **near,
+        )
     return RedisStore.from_url(url, namespace, timeout, variants, **options, **near)
 
 

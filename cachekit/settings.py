@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -130,6 +130,17 @@ class CacheSettings(BaseSettings):
     )
     redis_sentinel_service: str | None = Field(
         default=None, description="The Sentinel service (master) name; sentinel mode only."
+    )
+    redis_sentinel_username: str | None = Field(
+        default=None,
+        description="User name for the Sentinels themselves (ACL); sentinel mode only.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Password for the Sentinels themselves (their requirepass); sentinel mode only."
+            " Credentials in CACHEKIT_REDIS_URL are for the primary."
+        ),
     )
     purge_clock_skew: float = Field(
         default=1.0,

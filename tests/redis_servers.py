@@ -77,14 +77,15 @@ def free_port() -> int:
 
 
 def ping(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
-    """True if a Redis server answers PING on host:port (raw socket, no client library)."""
+    """True if a Redis server answers PING on host:port (raw socket, no client library);
+    a server that requires a password answers NOAUTH, which counts as up."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
             reply = sock.recv(64)
     except OSError:
         return False
-    return reply.startswith(b"+PONG")
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
 def wait_until(

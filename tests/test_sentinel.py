@@ -12,7 +12,9 @@ from aiohttp import web
 from cachekit import SettingsError, cached, load_settings, setup_cache
 from cachekit.backends.sentinel import SentinelAddress, SentinelStore, parse_sentinel_url
 from tests.apps import NAMESPACE
-from tests.redis_servers import RedisSentinelSetup
+from tests.redis_servers import MakeRedisServer, RedisSentinelSetup
+
+SENTINEL_PASSWORD = "sentinel-only-secret"
 
 
 def test_sentinel_urls_list_every_sentinel() -> None:
@@ -41,6 +43,70 @@ def test_sentinel_settings_are_checked_at_startup(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(SettingsError, match="CACHEKIT_REDIS_URL: every Sentinel") as info:
         load_settings()
     assert "secret" not in str(info.value)
+
+
+def test_sentinel_credentials_come_from_their_own_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHEKIT_REDIS_MODE", "sentinel")
+    monkeypatch.setenv("CACHEKIT_REDIS_URL", "redis://:primary-secret@h1:26379")
+    monkeypatch.setenv("CACHEKIT_REDIS_SENTINEL_SERVICE", "cache")
+    monkeypatch.setenv("CACHEKIT_REDIS_SENTINEL_USERNAME", "watcher")
+    monkeypatch.setenv("CACHEKIT_REDIS_SENTINEL_PASSWORD", "sentinel-secret")
+    settings = load_settings()
+    assert settings.redis_sentinel_username == "watcher"
+    assert settings.redis_sentinel_password is not None
+    assert settings.redis_sentinel_password.get_secret_value() == "sentinel-secret"
+    assert "sentinel-secret" not in repr(settings)
+
+
+async def test_sentinels_that_require_a_password(
+    aiohttp_client: Any, make_redis_server: MakeRedisServer
+) -> None:
+    primary = make_redis_server(name="primary")
+    sentinel = make_redis_server(
+        name="sentinel",
+        sentinel=True,
+        config=(
+            f"requirepass {SENTINEL_PASSWORD}\n"
+            f"sentinel monitor svc {primary.host} {primary.port} 1\n"
+        ),
+    )
+    calls = 0
+
+    async def answers(password: str | None) -> list[str]:
+        nonlocal calls
+        calls = 0
+        settings = load_settings(
+            namespace=NAMESPACE,
+            redis_mode="sentinel",
+            redis_url=f"redis://{sentinel.host}:{sentinel.port}",
+            redis_sentinel_service="svc",
+            redis_sentinel_password=password,
+            redis_timeout=0.5,
+        )
+        routes = web.RouteTableDef()
+
+        @routes.get("/page")
+        @cached(ttl=60)
+        async def page(request: web.Request) -> web.Response:
+            nonlocal calls
+            calls += 1
+            return web.Response(text="page")
+
+        app = web.Application()
+        app.add_routes(routes)
+        setup_cache(app, settings)
+        client = await aiohttp_client(app)
+        replies = [await client.get("/page") for _ in range(2)]
+        assert {reply.status for reply in replies} == {200}  # fail open without it
+        return [reply.headers["X-Cache"] for reply in replies]
+
+    assert await answers(None) != ["MISS", "HIT"]  # the Sentinel refused: nothing cached
+    assert calls == 2
+    primary.flushall()
+    assert await answers(SENTINEL_PASSWORD) == ["MISS", "HIT"]
+    assert calls == 1
 
 
 @pytest.mark.slow

@@ -92,13 +92,20 @@ class SentinelStore(RedisStore):
         namespace: str,
         timeout: float,
         max_variants: int = 32,
+        *,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
         **options: Any,
     ) -> SentinelStore:
-        """Lazily connect through the Sentinels listed in `url` (see `parse_sentinel_url`)."""
+        """Lazily connect through the Sentinels listed in `url` (see `parse_sentinel_url`).
+
+        The URL's credentials are for the primary; `sentinel_username` and
+        `sentinel_password` for the Sentinels themselves, when they require them."""
         address = parse_sentinel_url(url)
+        credentials = {"username": sentinel_username, "password": sentinel_password}
         sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
             list(address.sentinels),
-            sentinel_kwargs={**connection_options(timeout), "ssl": address.tls},
+            sentinel_kwargs={**connection_options(timeout), "ssl": address.tls, **credentials},
             username=address.username,
             password=address.password,
             db=address.db,
