@@ -151,12 +151,75 @@ def _pack_head(entry: CachedResponse, etag: bytes, headers: bytes, tags: bytes) 
 
 def decode(data: bytes) -> CachedResponse:
     """Parse stored bytes; anything unexpected raises `CorruptEntry`, nothing else."""
+    if len(data) >= _HEAD_SIZE:
+        # A head seen before (each Redis lookup returns a new copy of the same bytes):
+        # everything but the body is taken from the memo, already parsed and validated.
+        etag_len, headers_len, tags_len, body_len = _LENGTHS.unpack_from(data, _LENGTHS_AT)
+        body_at = _HEAD_SIZE + etag_len + headers_len + tags_len
+        known = _HEADS.get(data[:body_at])
+        if known is not None and len(data) - body_at == body_len:
+            status, lines, stored_at, ttl, grace, stale, etag, tags, generation, flags = known
+            return CachedResponse(
+                status,
+                lines,
+                data[body_at:],
+                stored_at,
+                ttl,
+                grace,
+                stale,
+                etag,
+                tags,
+                generation,
+                bool(flags & FLAG_COMPRESS),
+                bool(flags & FLAG_VARY_STUB),
+                len(data),
+            )
     try:
-        return _decode(data)
+        entry = _decode(data)
     except CorruptEntry:
         raise
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise CorruptEntry(str(exc)) from None
+    _remember_head(data, entry)
+    return entry
+
+
+#: Decoded heads (every field but the body) by their stored bytes: the bytes before the
+#: body determine every other field, so a head seen before needs neither parsing nor
+#: checks again (the body's length, part of those bytes, is checked against the data).
+#: Bounded: at most HEADS_KEPT heads of at most HEAD_MAX_BYTES bytes; cleared when full.
+HEADS_KEPT: Final = 4096
+HEAD_MAX_BYTES: Final = 1024
+_HEAD_SIZE: Final = _HEAD.size
+# The four lengths that end the fixed head: etag, header block, tag block, body.
+_LENGTHS: Final = struct.Struct("<HIII")
+_LENGTHS_AT: Final = _HEAD.size - _LENGTHS.size
+# status, lines, stored_at, ttl, grace, stale_if_error, etag, tags, generation, flags
+_Head = tuple[
+    int, tuple[tuple[str, str], ...], float, float, float, float, str, tuple[str, ...], int, int
+]
+_HEADS: Final[dict[bytes, _Head]] = {}
+
+
+def _remember_head(data: bytes, entry: CachedResponse) -> None:
+    body_at = len(data) - len(entry.body)
+    if body_at > HEAD_MAX_BYTES:
+        return
+    if len(_HEADS) >= HEADS_KEPT:
+        _HEADS.clear()
+    flags = (FLAG_COMPRESS if entry.compress else 0) | (FLAG_VARY_STUB if entry.vary_stub else 0)
+    _HEADS[data[:body_at]] = (
+        entry.status,
+        entry.headers,
+        entry.stored_at,
+        entry.ttl,
+        entry.grace,
+        entry.stale_if_error,
+        entry.etag,
+        entry.tags,
+        entry.generation,
+        flags,
+    )
 
 
 #: Decoded header lines by their stored bytes, shared by every decoded copy of an entry

@@ -195,6 +195,54 @@ def test_the_header_lines_memo_stays_bounded() -> None:
     assert all(len(block) <= entry_format.LINES_BLOCK_MAX for block in entry_format._LINES)
 
 
+def test_a_head_seen_before_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = entry(stored_at=1000.0, tags=("t1", "t2"), grace=5.0, generation=3)
+    raw = entry_format.encode(stored)
+    entry_format.decode(raw)  # remembered
+
+    def parse(data: bytes) -> CachedResponse:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(entry_format, "_decode", parse)
+    again = entry_format.decode(bytes(raw))
+    assert again == stored and again.size == len(raw)
+    # Same head, another body of the same length: the body is always the data's own.
+    other = raw[: -len(stored.body)] + b"x" * len(stored.body)
+    assert entry_format.decode(other).body == b"x" * len(stored.body)
+
+
+def _decoded_or_error(data: bytes) -> object:
+    try:
+        return entry_format.decode(data)
+    except entry_format.CorruptEntry:
+        return entry_format.CorruptEntry
+
+
+def test_a_remembered_head_decides_nothing_the_full_parse_would_not() -> None:
+    # Every truncation, extension and single-byte change of an entry decodes exactly as it
+    # does with the memo empty (where it must be parsed and checked in full).
+    raw = entry_format.encode(entry(stored_at=1000.0, tags=("t",)))
+    changed = [raw[:cut] for cut in range(len(raw))] + [raw + b"x", raw + raw]
+    for at in range(len(raw)):
+        changed += [raw[:at] + bytes([value]) + raw[at + 1 :] for value in (0, 255)]
+    for data in changed:
+        entry_format._HEADS.clear()
+        cold = _decoded_or_error(data)
+        entry_format.decode(raw)  # the original head remembered
+        assert _decoded_or_error(data) == cold, data
+
+
+def test_the_head_memo_stays_bounded() -> None:
+    for n in range(entry_format.HEADS_KEPT + 10):
+        item = entry(stored_at=1000.0 + n)
+        assert entry_format.decode(entry_format.encode(item)) == item
+    assert 0 < len(entry_format._HEADS) <= entry_format.HEADS_KEPT
+    entry_format._HEADS.clear()
+    big = entry(headers=(("X-Big", "v" * entry_format.HEAD_MAX_BYTES),))
+    assert entry_format.decode(entry_format.encode(big)) == big
+    assert not entry_format._HEADS
+
+
 def test_equal_lines_with_other_lifetimes_never_share_a_block() -> None:
     # Same lines, same Age (0) and same whole seconds left (59) at 1000.5, but the
     # Cache-Control line states the whole lifetime: 60 vs 59.

@@ -20,6 +20,7 @@ import redis.asyncio
 from cachekit import CacheSettings
 from cachekit.backends import batched_lookups as batching
 from cachekit.backends import lookup_channel
+from cachekit.backends import redis as redis_store
 from cachekit.backends.base import StoreError
 from cachekit.backends.lookup_channel import LookupChannel, pack_command
 from cachekit.backends.redis import RedisStore
@@ -412,3 +413,18 @@ async def test_stats_show_how_lookups_were_batched() -> None:
 
 def test_pack_command_is_resp() -> None:
     assert pack_command("MGET", "a", b"\xff") == b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\n\xff\r\n"
+
+
+def test_a_lookup_mget_is_packed_as_its_keys_would_be() -> None:
+    # Memoised per key: the same bytes as packing the entry keys each time, for keys with
+    # variants, non-ASCII text, RESP framing characters and beyond the memo's length cap.
+    store = RedisStore.from_url(f"redis://{HOST}:1/0", NAMESPACE, 2.0)
+    long_key = "x" * (redis_store.PACKED_KEY_MAX + 1)
+    keys = ["a", "a#v1", "é/ü", "k\r\n$3\r\nbad", long_key, "a"]
+    for _ in range(2):
+        expected = pack_command("MGET", store.generation_key, *map(store.entry_key, keys))
+        assert store._packed_mget(keys) == expected
+    assert long_key not in store._packed_keys
+    for n in range(redis_store.PACKED_KEYS_KEPT + 10):
+        store._packed_mget([f"k{n}"])
+    assert 0 < len(store._packed_keys) <= redis_store.PACKED_KEYS_KEPT

@@ -63,8 +63,8 @@ class BatchedLookups(KeyLayout):
             "lookups_waiting": sum(len(waiters) for waiters in self._pending.values()),
         }
 
-    async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
-        """The generation and these entries, in one round trip."""
+    async def _read(self, keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
+        """The generation and the entries of these logical keys, in one round trip."""
         raise NotImplementedError
 
     async def _drop_damaged(self, key: str, raw: bytes) -> None:
@@ -151,7 +151,7 @@ class BatchedLookups(KeyLayout):
         keys = list(pending)
         try:
             async with asyncio.timeout_at(deadline):
-                generation_raw, values = await self._read([self.entry_key(k) for k in keys])
+                generation_raw, values = await self._read(keys)
         except (*REDIS_ERRORS, TimeoutError) as exc:
             error = StoreError(f"redis lookup failed: {exc!r}")
             for waiters in pending.values():

@@ -98,9 +98,9 @@ class ClusterStore(RedisStore):
             if not started and hasattr(awaitable, "close"):
                 awaitable.close()  # never awaited: say so quietly
 
-    async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
+    async def _read(self, keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and these entries: one pipeline of a GET and per-slot MGETs."""
-        groups = _by_slot(entry_keys)
+        groups = _by_slot([self.entry_key(key) for key in keys])
         async with self._calls:
             await self._ready()
             pipe = self._redis.pipeline(transaction=False)
@@ -108,7 +108,7 @@ class ClusterStore(RedisStore):
             for slot_keys in groups.values():
                 pipe.execute_command("MGET", *(key for _, key in slot_keys))
             replies = await pipe.execute()
-        values: list[bytes | None] = [None] * len(entry_keys)
+        values: list[bytes | None] = [None] * len(keys)
         for slot_keys, found in zip(groups.values(), replies[1:], strict=True):
             for (index, _), value in zip(slot_keys, found, strict=True):
                 values[index] = value

@@ -145,9 +145,13 @@ def pack_command(*args: str | bytes) -> bytes:
     """One command in RESP (an array of bulk strings)."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        raw = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+        parts.append(bulk_string(arg.encode() if isinstance(arg, str) else arg))
     return b"".join(parts)
+
+
+def bulk_string(raw: bytes) -> bytes:
+    """`raw` as a RESP bulk string (one argument of a command)."""
+    return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
 
 class LookupChannel:
@@ -214,16 +218,20 @@ class LookupChannel:
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of `keys` (None where absent), in one round trip. Raises
         `ChannelError`; a caller that stops waiting (timeout, cancel) closes the channel."""
+        return await self.mget_packed(pack_command("MGET", *keys), len(keys))
+
+    async def mget_packed(self, command: bytes, count: int) -> list[bytes | None]:
+        """`mget` of an MGET of `count` keys already packed in RESP (`command`)."""
         replies = self._replies
         if replies is None or replies.lost is not None:
             replies = await self._open()
-        waiter = replies.send(pack_command("MGET", *keys))
+        waiter = replies.send(command)
         try:
             values: list[bytes | None] = await waiter
         except asyncio.CancelledError:
             self._drop(replies, ChannelError("an MGET was abandoned"))
             raise
-        if not isinstance(values, list) or len(values) != len(keys):
+        if not isinstance(values, list) or len(values) != count:
             self._drop(replies, ChannelError(f"unexpected reply to MGET: {values!r:.80}"))
             raise ChannelError("unexpected reply to MGET")
         return values

@@ -40,7 +40,7 @@ from redis.retry import Retry
 from cachekit.backends import scripts
 from cachekit.backends.base import StoreError
 from cachekit.backends.batched_lookups import REDIS_ERRORS, BatchedLookups
-from cachekit.backends.lookup_channel import LookupChannel
+from cachekit.backends.lookup_channel import LookupChannel, bulk_string
 from cachekit.backends.near import NearCache
 from cachekit.entry import CachedResponse, encode
 
@@ -55,6 +55,10 @@ MAX_CONNECTIONS: Final = 64
 TRIM_SLACK_MS: Final = 30_000
 #: Most expired members trimmed from one tag index per store (bounded work per call).
 TRIM_LIMIT: Final = 8
+#: Logical keys whose part of a lookup's MGET is kept packed: at most this many keys of at
+#: most PACKED_KEY_MAX characters (about 2 MB at worst); cleared when full.
+PACKED_KEYS_KEPT: Final = 4096
+PACKED_KEY_MAX: Final = 400
 
 
 class RedisStore(BatchedLookups):
@@ -94,6 +98,9 @@ class RedisStore(BatchedLookups):
         # Lookups go through a lean pipelined connection when the pool's can be reproduced.
         pool = getattr(client, "connection_pool", None)
         self._channel = LookupChannel.for_pool(pool) if pool is not None else None
+        # Each key's part of an MGET, packed once (`_packed_mget`).
+        self._packed_gen_key = bulk_string(self._gen_key.encode())
+        self._packed_keys: dict[str, bytes] = {}
         if near_max_bytes > 0:
             if isinstance(client, RedisCluster):
                 raise ValueError("the near cache is not supported on a Redis Cluster")
@@ -131,13 +138,29 @@ class RedisStore(BatchedLookups):
 
     # ------------------------------------------------------------------ lookups
 
-    async def _read(self, entry_keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
+    async def _read(self, keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and these entries, in one round trip (one MGET)."""
         if self._channel is not None:
-            values = await self._channel.mget([self._gen_key, *entry_keys])
+            values = await self._channel.mget_packed(self._packed_mget(keys), len(keys) + 1)
         else:
+            entry_keys = [self.entry_key(key) for key in keys]
             values = cast(list[bytes | None], await self._redis.mget([self._gen_key, *entry_keys]))
         return values[0], values[1:]
+
+    def _packed_mget(self, keys: list[str]) -> bytes:
+        """`MGET gen-key entry-key...` in RESP, each key's part packed once (memoised)."""
+        packed = self._packed_keys
+        parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 2), self._packed_gen_key]
+        for key in keys:
+            part = packed.get(key)
+            if part is None:
+                part = bulk_string(self.entry_key(key).encode())
+                if len(key) <= PACKED_KEY_MAX:
+                    if len(packed) >= PACKED_KEYS_KEPT:
+                        packed.clear()
+                    packed[key] = part
+            parts.append(part)
+        return b"".join(parts)
 
     async def _drop_damaged(self, key: str, raw: bytes) -> None:
         try:
