@@ -428,3 +428,95 @@ def test_a_lookup_mget_is_packed_as_its_keys_would_be() -> None:
     for n in range(redis_store.PACKED_KEYS_KEPT + 10):
         store._packed_mget([f"k{n}"])
     assert 0 < len(store._packed_keys) <= redis_store.PACKED_KEYS_KEPT
+
+
+# ------------------------------------------- batches answered from the read callback
+
+
+async def connected_store(server: ScriptedRedis, store_timeout: float = 0.3) -> RedisStore:
+    """A store whose lookup connection to `server` is open (one lookup answered)."""
+    store = RedisStore.from_url(server.url, NAMESPACE, store_timeout)
+    assert await store.get("warm") == (None, 0)
+    return store
+
+
+async def test_a_connected_channel_answers_batches_without_a_task() -> None:
+    async with ScriptedRedis(nil_mget) as server:
+        store = await connected_store(server)
+        try:
+            waiters = [store.get("a"), store.get("b")]
+            await asyncio.sleep(0)  # the batch goes out
+            assert not store._batches  # sent at once: no task, no future per batch
+            assert await asyncio.gather(*waiters) == [(None, 0), (None, 0)]
+            assert server.connections == 1
+        finally:
+            await store.close()
+
+
+def answered_then(later: Answer) -> Answer:
+    """Answers the first MGET (the warm-up), then `later` for the next one, then nil."""
+    seen = 0
+
+    def answer(command: list[bytes]) -> bytes | None:
+        nonlocal seen
+        if command[0] != b"MGET":
+            return nil_mget(command)
+        seen += 1
+        return later(command) if seen == 2 else nil_mget(command)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("later", "message"),
+    [
+        (lambda command: None, "TimeoutError"),  # silence
+        (lambda command: b"*1\r\n$-1\r\n", "unexpected reply to MGET"),  # too few values
+        (lambda command: b":7\r\n", "unexpected reply to MGET"),  # not an array
+    ],
+    ids=["silence", "too-few-values", "not-an-array"],
+)
+async def test_an_unusable_answer_on_an_open_channel_fails_its_batch_and_reconnects(
+    later: Answer, message: str
+) -> None:
+    async with ScriptedRedis(answered_then(later)) as server:
+        store = await connected_store(server, store_timeout=0.2)
+        loop = asyncio.get_running_loop()
+        try:
+            started = loop.time()
+            with pytest.raises(StoreError, match=message):
+                await store.get("a")
+            assert loop.time() - started < 0.2 + 0.15
+            assert store._in_flight == 0
+            await asyncio.sleep(0.05)
+            assert server.closed == 1  # its later replies could no longer be matched
+            assert await store.get("a") == (None, 0)  # a new connection
+            assert server.connections == 2
+        finally:
+            await store.close()
+
+
+async def test_a_connection_lost_under_a_batch_fails_it_and_the_next_reconnects() -> None:
+    async with ScriptedRedis(answered_then(lambda command: None)) as server:
+        store = await connected_store(server, store_timeout=2.0)
+        try:
+            waiter = store.get("a")
+            await asyncio.sleep(0.05)
+            server.writers[-1].close()
+            with pytest.raises(StoreError, match="lost"):
+                await asyncio.wait_for(waiter, 1.0)
+            assert await store.get("a") == (None, 0)
+            assert server.connections == 2
+        finally:
+            await store.close()
+
+
+async def test_closing_the_store_waits_for_a_batch_in_flight() -> None:
+    async with ScriptedRedis(answered_then(lambda command: None)) as server:
+        store = await connected_store(server, store_timeout=2.0)
+        waiter = store.get("a")
+        await asyncio.sleep(0.02)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, lambda: server.push(b"*2\r\n$-1\r\n$-1\r\n"))
+        await store.close()
+        assert waiter.done() and waiter.result() == (None, 0)

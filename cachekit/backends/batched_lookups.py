@@ -51,6 +51,7 @@ class BatchedLookups(KeyLayout):
         self._flush_scheduled = False
         self._in_flight = 0  # lookup batches sent and not yet answered
         self._batches: set[asyncio.Task[None]] = set()
+        self._drained: asyncio.Future[None] | None = None  # see `_drain`
         #: Lookup batches (MGETs) sent and the keys they carried, for `Cache.stats()`.
         self.lookup_batches = 0
         self.lookup_keys = 0
@@ -123,49 +124,58 @@ class BatchedLookups(KeyLayout):
         self._in_flight += 1
         self.lookup_batches += 1
         self.lookup_keys += len(pending)
+        keys = list(pending)
         near = self._near
-        self._spawn(
-            self._lookup(pending, deadline, 0)
-            if near is None
-            else self._near_fetch(pending, deadline, near)
-        )
+        # Taken before the MGET is sent, released after its entries were offered: see
+        # NearCache, rule 2.
+        ticket = near.watch(keys) if near is not None else 0
+        batch = LookupBatch(self, pending, keys, near, ticket)
+        try:
+            batch.sent_on = self._send_now(keys, batch)
+        except REDIS_ERRORS:
+            batch.sent_on = None
+        if batch.sent_on is not None:
+            batch.timer = asyncio.get_running_loop().call_at(deadline, batch.expire)
+        else:
+            self._spawn(self._lookup(batch, deadline))
+
+    def _send_now(self, keys: list[str], batch: LookupBatch) -> object | None:
+        """Send the MGET of `keys` right away, its reply going to `batch` from the
+        connection's read callback, if this store can (a lookup connection is open);
+        returns what `_abandon` needs to give up on it, or None to use `_read` in a task."""
+        return None
+
+    def _abandon(self, sent_on: object) -> None:
+        """Give up on a batch `_send_now` sent (timed out, or an unusable reply)."""
 
     def _batch_done(self) -> None:
         self._in_flight -= 1
         if self._pending and not self._flush_scheduled:
             self._flush()
+        drained = self._drained
+        if not self._in_flight and drained is not None and not drained.done():
+            drained.set_result(None)
 
-    async def _near_fetch(
-        self, pending: dict[str, Waiters], deadline: float, near: NearCache
-    ) -> None:
-        keys = list(pending)
-        # Taken before the MGET is sent, released after its entries were offered: see
-        # NearCache, rule 2.
-        ticket = near.watch(keys)
-        try:
-            await self._lookup(pending, deadline, ticket)
-        finally:
-            near.unwatch(keys)
-
-    async def _lookup(self, pending: dict[str, Waiters], deadline: float, ticket: int) -> None:
-        keys = list(pending)
+    async def _lookup(self, batch: LookupBatch, deadline: float) -> None:
+        """A batch's round trip through `_read`, in a task (see `_send_now`)."""
         try:
             async with asyncio.timeout_at(deadline):
-                generation_raw, values = await self._read(keys)
+                generation_raw, values = await self._read(batch.keys)
         except (*REDIS_ERRORS, TimeoutError) as exc:
-            error = StoreError(f"redis lookup failed: {exc!r}")
-            for waiters in pending.values():
-                _fail_all(waiters, error)
+            batch.set_exception(exc)
             return
         except asyncio.CancelledError:
-            for waiters in pending.values():
-                _fail_all(waiters, StoreError("redis lookup cancelled"))
+            if batch.finish():
+                batch.fail(StoreError("redis lookup cancelled"))
             raise
-        finally:
-            self._batch_done()
-        generation = _as_int(generation_raw)
-        for key, raw in zip(keys, values, strict=True):
-            self._resolve(key, raw, generation, pending[key], ticket)
+        if batch.finish():
+            batch.answer(generation_raw, values)
+
+    async def _drain(self) -> None:
+        """Wait at most the store timeout until no lookup batch is in flight."""
+        if self._in_flight:
+            drained = self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.wait([drained], timeout=self._timeout)
 
     def _resolve(
         self, key: str, raw: bytes | None, generation: int, waiters: Waiters, ticket: int = 0
@@ -190,6 +200,93 @@ class BatchedLookups(KeyLayout):
         task = asyncio.get_running_loop().create_task(coroutine)
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
+
+
+class LookupBatch:
+    """One MGET's lookups, answered or failed exactly once.
+
+    Sent by `_send_now`, the batch is its own reply waiter: it has the three methods of a
+    future that the lookup channel calls from its read callback, so the lookups resolve
+    without a task or a future per batch, and a timer (`expire`) bounds the wait. Sent
+    through `_read` in a task instead, that task calls `finish` and `answer` or `fail`.
+    """
+
+    __slots__ = ("_done", "_lookups", "_near", "_pending", "_ticket", "keys", "sent_on", "timer")
+
+    def __init__(
+        self,
+        lookups: BatchedLookups,
+        pending: dict[str, Waiters],
+        keys: list[str],
+        near: NearCache | None,
+        ticket: int,
+    ) -> None:
+        self.keys = keys
+        self.sent_on: object | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self._lookups = lookups
+        self._pending = pending
+        self._near = near  # watched with `ticket` until the batch is answered or failed
+        self._ticket = ticket
+        self._done = False
+
+    def done(self) -> bool:
+        """Answered or failed already (the reply waiter's interface)."""
+        return self._done
+
+    def set_result(self, reply: Any, /) -> None:
+        """The MGET's reply: the generation, then one value per key."""
+        if isinstance(reply, list) and len(reply) == len(self.keys) + 1:
+            if self.finish():
+                self.answer(reply[0], reply[1:])
+        elif self.finish(abandon=True):
+            self.fail(StoreError(f"redis lookup failed: unexpected reply to MGET {reply!r:.80}"))
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """The connection failed, or Redis answered with an error."""
+        if self.finish():
+            self.fail(StoreError(f"redis lookup failed: {exception!r}"))
+
+    def expire(self) -> None:
+        """The store timeout passed without a reply: the connection is given up too."""
+        if self.finish(abandon=True):
+            self.fail(StoreError(f"redis lookup failed: {TimeoutError()!r}"))
+
+    def finish(self, *, abandon: bool = False) -> bool:
+        """Mark the batch done (False if it already was) and let the next one go out;
+        with `abandon`, first give up its connection, so the next one does not use it."""
+        if self._done:
+            return False
+        self._done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if abandon and self.sent_on is not None:
+            self._lookups._abandon(self.sent_on)
+        self._lookups._batch_done()
+        return True
+
+    def answer(self, generation_raw: bytes | None, values: list[bytes | None]) -> None:
+        """Resolve every lookup from the MGET's values (after `finish`)."""
+        lookups = self._lookups
+        pending = self._pending
+        try:
+            generation = _as_int(generation_raw)
+            for key, raw in zip(self.keys, values, strict=True):
+                lookups._resolve(key, raw, generation, pending[key], self._ticket)
+        except Exception as exc:  # never leave a lookup waiting (nor break the connection)
+            self.fail(StoreError(f"redis lookup failed: {exc!r}"))
+        self._unwatch()
+
+    def fail(self, error: BaseException) -> None:
+        """Fail every lookup not answered yet with `error` (after `finish`)."""
+        for waiters in self._pending.values():
+            _fail_all(waiters, error)
+        self._unwatch()
+
+    def _unwatch(self) -> None:
+        near, self._near = self._near, None
+        if near is not None:
+            near.unwatch(self.keys)
 
 
 def _fail_all(waiters: Iterable[asyncio.Future[Any]], error: BaseException) -> None:

@@ -24,7 +24,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import hiredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
@@ -48,6 +48,23 @@ class ChannelError(ConnectionError):
     """The lookup connection failed, closed, or Redis answered with an error."""
 
 
+class ReplyWaiter(Protocol):
+    """Who receives one reply: an `asyncio.Future`, or anything with these three methods
+    (a lookup batch resolved straight from the connection's callback, `send_now`)."""
+
+    def done(self) -> bool:
+        """True once it needs no reply (answered, failed or given up)."""
+        ...
+
+    def set_result(self, result: Any, /) -> None:
+        """The reply (never a Redis error: those go to `set_exception`)."""
+        ...
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """The connection failed or Redis answered with an error."""
+        ...
+
+
 class _Replies(asyncio.BufferedProtocol):
     """The socket side: requests are written in order and replies matched in order.
 
@@ -60,7 +77,7 @@ class _Replies(asyncio.BufferedProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[ReplyWaiter] = deque()
         self.lost: BaseException | None = None
         self._reader = hiredis.Reader()
         self._reader.setmaxbuf(PARSE_BUFFER_BYTES)
@@ -79,7 +96,7 @@ class _Replies(asyncio.BufferedProtocol):
         reader = self._reader
         reader.feed(self._received, 0, nbytes)  # type: ignore[arg-type]  # any buffer
         waiting = self.waiting
-        while True:
+        while self.lost is None:  # a waiter's callback may have closed the connection
             try:
                 reply = reader.gets()
             except hiredis.ProtocolError as exc:
@@ -117,12 +134,16 @@ class _Replies(asyncio.BufferedProtocol):
 
     def send(self, payload: bytes) -> asyncio.Future[Any]:
         """Write one command; the future resolves with its reply."""
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.send_to(payload, waiter)
+        return waiter
+
+    def send_to(self, payload: bytes, waiter: ReplyWaiter) -> None:
+        """Write one command; its reply goes to `waiter` (from the read callback)."""
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise ChannelError(f"connection to Redis closed: {self.lost!r}")
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(waiter)
         self.transport.write(payload)
-        return waiter
 
 
 def keep_alive(sock: socket.socket | None) -> None:
@@ -235,6 +256,22 @@ class LookupChannel:
             self._drop(replies, ChannelError(f"unexpected reply to MGET: {values!r:.80}"))
             raise ChannelError("unexpected reply to MGET")
         return values
+
+    def send_now(self, command: bytes, waiter: ReplyWaiter) -> _Replies | None:
+        """Write `command` at once if the connection is open, its reply going to `waiter`
+        from the read callback (no task, no future): the connection it went out on, or
+        None when there is none open (then use `mget_packed`, which connects). The caller
+        bounds the wait itself and calls `abandon` when it gives up."""
+        replies = self._replies
+        if replies is None or replies.lost is not None:
+            return None
+        replies.send_to(command, waiter)
+        return replies
+
+    def abandon(self, replies: _Replies, reason: str) -> None:
+        """Give up on the requests sent on `replies` (see `send_now`): the connection is
+        closed, since its later replies could no longer be matched to requests."""
+        self._drop(replies, ChannelError(reason))
 
     async def _open(self) -> _Replies:
         """The connection, opened once for all batches that need it at the same time."""

@@ -40,7 +40,7 @@ from redis.retry import Retry
 from cachekit.backends import scripts
 from cachekit.backends.base import StoreError
 from cachekit.backends.batched_lookups import REDIS_ERRORS, BatchedLookups
-from cachekit.backends.lookup_channel import LookupChannel, bulk_string
+from cachekit.backends.lookup_channel import LookupChannel, ReplyWaiter, bulk_string
 from cachekit.backends.near import NearCache
 from cachekit.entry import CachedResponse, encode
 
@@ -146,6 +146,17 @@ class RedisStore(BatchedLookups):
             entry_keys = [self.entry_key(key) for key in keys]
             values = cast(list[bytes | None], await self._redis.mget([self._gen_key, *entry_keys]))
         return values[0], values[1:]
+
+    def _send_now(self, keys: list[str], batch: ReplyWaiter) -> object | None:
+        """See `BatchedLookups._send_now`: on the lookup channel, when it is connected."""
+        channel = self._channel
+        if channel is None:
+            return None
+        return channel.send_now(self._packed_mget(keys), batch)
+
+    def _abandon(self, sent_on: object) -> None:
+        if self._channel is not None:
+            self._channel.abandon(cast(Any, sent_on), "an MGET was abandoned")
 
     def _packed_mget(self, keys: list[str]) -> bytes:
         """`MGET gen-key entry-key...` in RESP, each key's part packed once (memoised)."""
@@ -310,6 +321,7 @@ class RedisStore(BatchedLookups):
     async def close(self) -> None:
         """Wait briefly for lookups in flight, stop the near cache's listener, then close
         the connection pool."""
+        await self._drain()
         if self._batches:
             await asyncio.wait(set(self._batches), timeout=self._timeout)
         if self._near is not None:
