@@ -41,18 +41,24 @@ def fetch_all(base: str, paths: Iterable[str]) -> list[tuple[int, str]]:
     return asyncio.run(_fetch_all(base, list(paths)))
 
 
-async def _calls(base: str) -> int:
+async def _counters(base: str) -> dict[str, int]:
     async with (
         aiohttp.ClientSession(timeout=TIMEOUT) as session,
         session.get(_check(base + "/calls")) as response,
     ):
         data = await response.json()
-        return int(data["calls"])
+        return {name: int(value) for name, value in data.items()}
+
+
+def counters(base: str) -> dict[str, int]:
+    """The server's counters: `calls` (see `handler_calls`) and, from cachekit's Redis
+    variants, `lookup_batches` and `lookup_keys` (MGETs sent, keys they carried)."""
+    return asyncio.run(_counters(base))
 
 
 def handler_calls(base: str) -> int:
     """How many times the server's upstream (the handler's real work) has run."""
-    return asyncio.run(_calls(base))
+    return counters(base)["calls"]
 
 
 async def _storm(base: str, paths: list[str], clients: int) -> tuple[list[float], list[int]]:

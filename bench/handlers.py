@@ -69,15 +69,18 @@ def page_number(request: web.Request) -> int:
     return int(request.match_info["n"])
 
 
-def base_app(upstream: Upstream) -> web.Application:
-    """An app with /health and /calls (the handler-run counter), without the page routes."""
+def base_app(
+    upstream: Upstream, counters: Callable[[], dict[str, int]] | None = None
+) -> web.Application:
+    """An app with /health and /calls (the handler-run counter, plus `counters()` when
+    given), without the page routes."""
     app = web.Application()
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def calls(_: web.Request) -> web.Response:
-        return web.json_response({"calls": upstream.calls})
+        return web.json_response({**(counters() if counters else {}), "calls": upstream.calls})
 
     app.router.add_get("/health", health)
     app.router.add_get("/calls", calls)

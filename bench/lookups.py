@@ -15,6 +15,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -47,7 +48,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     await client.mset({f"bench:{i}": value for i in range(args.keys)})
 
     async def with_redis_py(keys: Sequence[str]) -> list[bytes | None]:
-        return await client.mget(list(keys))  # type: ignore[no-any-return]
+        return cast(list[bytes | None], await client.mget(list(keys)))
 
     clients: dict[str, Mget] = {"redis-py": with_redis_py, "lookup channel": channel.mget}
     print(f"{args.value_bytes:,}-byte values, {args.calls:,} MGETs per run, best of {args.repeat}")

@@ -48,13 +48,18 @@ def cachekit_app(config: ServerConfig, upstream: Upstream) -> web.Application:
     from cachekit import CacheSettings, cached, setup_cache  # noqa: PLC0415
 
     items, slow = uncached_handlers(upstream)
-    app = base_app(upstream)
     redis_url = config.redis_url if config.backend.startswith("redis") else None
     near_bytes = 64 << 20 if config.backend == "redis-near" else 0
-    setup_cache(
-        app,
-        CacheSettings(redis_url=redis_url, namespace="cachekit", near_cache_max_bytes=near_bytes),
+    settings = CacheSettings(
+        redis_url=redis_url, namespace="cachekit", near_cache_max_bytes=near_bytes
     )
+
+    def lookup_counters() -> dict[str, int]:
+        stats = cache.stats()
+        return {name: stats[name] for name in ("lookup_batches", "lookup_keys") if name in stats}
+
+    app = base_app(upstream, lookup_counters)
+    cache = setup_cache(app, settings)
     return add_pages(
         app,
         cached(ttl=TTL, key="items:{match_info[n]}", name="items")(items),

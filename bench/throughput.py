@@ -23,6 +23,7 @@ class Sample:
     handler_runs: int
     server_cpu: float  # seconds of CPU the server used during the measured load
     redis_cpu: float  # the same for redis-server (0.0 without Redis)
+    per_mget: float | None = None  # cachekit on Redis: requests per lookup batch (MGET)
 
     def cpu_us(self, seconds: float) -> float:
         """CPU microseconds per request."""
@@ -33,6 +34,8 @@ class Sample:
         note = f"server {self.cpu_us(self.server_cpu):.0f} us/req"
         if self.redis_cpu:
             note += f", redis {self.cpu_us(self.redis_cpu):.1f} us/req"
+        if self.per_mget is not None:
+            note += f", {self.per_mget:.1f} req/MGET"
         return note
 
 
@@ -103,14 +106,17 @@ def measure(
         spread = SPREAD_KEYS if variant.spread else 0
         if warmup > 0:
             wrk.run(base, warmup, spread)  # unmeasured: the process settles under load
-        before = client.handler_calls(base)
+        before = client.counters(base)
         cpu = server.cpu_seconds(), redis.cpu_seconds() if redis_url and redis else 0.0
         result = wrk.run(base, duration, spread)
         cpu_after = server.cpu_seconds(), redis.cpu_seconds() if redis_url and redis else 0.0
-        runs = client.handler_calls(base) - before
+        after = client.counters(base)
         if not server.alive:
             raise RuntimeError(f"server died under load:\n{server.log_tail()}")
-    return Sample(result, runs, cpu_after[0] - cpu[0], cpu_after[1] - cpu[1])
+    runs = after["calls"] - before["calls"]
+    batches = after.get("lookup_batches", 0) - before.get("lookup_batches", 0)
+    per_mget = result.requests / batches if batches else None
+    return Sample(result, runs, cpu_after[0] - cpu[0], cpu_after[1] - cpu[1], per_mget)
 
 
 def redis_flush(redis: RedisProcess) -> None:
@@ -172,6 +178,7 @@ def render(
         samples = outcome.samples
         rps = [s.wrk.rps for s in samples]
         redis_us = report.median([s.cpu_us(s.redis_cpu) for s in samples])
+        per_mget = [s.per_mget for s in samples if s.per_mget is not None]
         rows.append(
             [
                 outcome.variant.name,
@@ -182,12 +189,14 @@ def render(
                 f"{report.median(rps) / limit_rps:.2f}x" if limit_rps else "-",
                 f"{report.median([s.cpu_us(s.server_cpu) for s in samples]):,.0f}",
                 f"{redis_us:,.0f}" if outcome.variant.uses_redis else "-",
+                f"{report.median(per_mget):.1f}" if per_mget else "-",
                 str(sum(s.handler_runs for s in samples)),
                 str(sum(s.wrk.errors + s.wrk.bad_status for s in samples)),
             ]
         )
     headers = ["variant", "req/s", "req/s range", "p50 ms", "p99 ms", "vs limit"]
-    headers += ["server CPU us/req", "redis CPU us/req", "handler runs", "errors"]
+    headers += ["server CPU us/req", "redis CPU us/req", "requests per MGET", "handler runs"]
+    headers += ["errors"]
     parts = [
         report.environment(
             f"{rounds} round(s) x {duration:g} s per variant (after {warmup:g} s unmeasured),"
@@ -209,7 +218,8 @@ def render(
         "",
         "`server CPU us/req`: CPU time of the server process during the measured load divided"
         " by its requests (from /proc; less sensitive to other work on the machine than req/s);"
-        " `redis CPU us/req` the same for redis-server.",
+        " `redis CPU us/req` the same for redis-server; `requests per MGET`: how many requests"
+        " cachekit's Redis variants answered per lookup round trip (the batching).",
         "",
         "Variants:",
         "",
