@@ -6,7 +6,8 @@ import hashlib
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Final
+from operator import attrgetter
+from typing import Final, cast
 
 from multidict import istr
 
@@ -158,22 +159,29 @@ def decode(data: bytes) -> CachedResponse:
         body_at = _HEAD_SIZE + etag_len + headers_len + tags_len
         known = _HEADS.get(data[:body_at])
         if known is not None and len(data) - body_at == body_len:
-            status, lines, stored_at, ttl, grace, stale, etag, tags, generation, flags = known
-            return CachedResponse(
-                status,
-                lines,
-                data[body_at:],
-                stored_at,
-                ttl,
-                grace,
-                stale,
-                etag,
-                tags,
-                generation,
-                bool(flags & FLAG_COMPRESS),
-                bool(flags & FLAG_VARY_STUB),
-                len(data),
-            )
+            # Not through the constructor (its argument handling and `__post_init__` cost
+            # more than the rest of this path): the remembered fields, including the
+            # derived deadlines, in the order of HEAD_FIELDS.
+            entry = _new_entry(CachedResponse)
+            (
+                entry.status,
+                entry.headers,
+                entry.stored_at,
+                entry.ttl,
+                entry.grace,
+                entry.stale_if_error,
+                entry.etag,
+                entry.tags,
+                entry.generation,
+                entry.compress,
+                entry.vary_stub,
+                entry.fresh_until,
+                entry.stale_until,
+                entry.drop_at,
+            ) = known
+            entry.body = data[body_at:]
+            entry.size = len(data)
+            return entry
     try:
         entry = _decode(data)
     except CorruptEntry:
@@ -194,11 +202,43 @@ _HEAD_SIZE: Final = _HEAD.size
 # The four lengths that end the fixed head: etag, header block, tag block, body.
 _LENGTHS: Final = struct.Struct("<HIII")
 _LENGTHS_AT: Final = _HEAD.size - _LENGTHS.size
-# status, lines, stored_at, ttl, grace, stale_if_error, etag, tags, generation, flags
+#: Every field of an entry but `body` and `size`, as a remembered head holds them.
+HEAD_FIELDS: Final = (
+    "status",
+    "headers",
+    "stored_at",
+    "ttl",
+    "grace",
+    "stale_if_error",
+    "etag",
+    "tags",
+    "generation",
+    "compress",
+    "vary_stub",
+    "fresh_until",
+    "stale_until",
+    "drop_at",
+)
+_Lines = tuple[tuple[str, str], ...]
 _Head = tuple[
-    int, tuple[tuple[str, str], ...], float, float, float, float, str, tuple[str, ...], int, int
+    int,
+    _Lines,
+    float,
+    float,
+    float,
+    float,
+    str,
+    tuple[str, ...],
+    int,
+    bool,
+    bool,
+    float,
+    float,
+    float,
 ]
 _HEADS: Final[dict[bytes, _Head]] = {}
+_head_of: Final = attrgetter(*HEAD_FIELDS)
+_new_entry: Final = object.__new__
 
 
 def _remember_head(data: bytes, entry: CachedResponse) -> None:
@@ -207,19 +247,7 @@ def _remember_head(data: bytes, entry: CachedResponse) -> None:
         return
     if len(_HEADS) >= HEADS_KEPT:
         _HEADS.clear()
-    flags = (FLAG_COMPRESS if entry.compress else 0) | (FLAG_VARY_STUB if entry.vary_stub else 0)
-    _HEADS[data[:body_at]] = (
-        entry.status,
-        entry.headers,
-        entry.stored_at,
-        entry.ttl,
-        entry.grace,
-        entry.stale_if_error,
-        entry.etag,
-        entry.tags,
-        entry.generation,
-        flags,
-    )
+    _HEADS[data[:body_at]] = cast(_Head, _head_of(entry))
 
 
 #: Decoded header lines by their stored bytes, shared by every decoded copy of an entry

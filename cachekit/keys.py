@@ -311,6 +311,8 @@ def _match_info_key(name: str, prefix: str, tail: str) -> Callable[[KeyedRequest
         value = request.match_info.get(name)
         if value is None:
             return prefix + ABSENT + tail
+        if value.isascii() and value.isalnum():  # letters and digits escape to themselves
+            return prefix + value + tail
         return prefix + (memo(value) if len(value) <= limit else escape(value)) + tail
 
     return key

@@ -211,6 +211,18 @@ def test_a_head_seen_before_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch)
     assert entry_format.decode(other).body == b"x" * len(stored.body)
 
 
+def test_a_remembered_head_builds_every_field_the_constructor_would() -> None:
+    assert set(entry_format.HEAD_FIELDS) | {"body", "size"} == set(CachedResponse.__slots__)
+    stored = entry(stored_at=1000.5, grace=3.0, stale_if_error=9.0, tags=("a",), compress=True)
+    raw = entry_format.encode(stored)
+    entry_format._HEADS.clear()
+    parsed = entry_format.decode(raw)
+    remembered = entry_format.decode(raw)
+    for name in CachedResponse.__slots__:
+        assert getattr(remembered, name) == getattr(parsed, name), name
+    assert remembered.size == len(raw) and remembered.drop_at == 1000.5 + 60 + 9
+
+
 def _decoded_or_error(data: bytes) -> object:
     try:
         return entry_format.decode(data)

@@ -477,6 +477,15 @@ class TestKeyTemplateRendering:
         assert template.render(request("/p", id="")) == "product:"
         assert template.render(request("/p", id="~")) == "product:%7E"
 
+    @given(
+        st.none() | hostile_text | st.text(max_size=8) | st.sampled_from(["42", "٣", "Ⅻ", "aB9"])
+    )
+    def test_a_compiled_match_info_key_renders_as_the_template(self, value: str | None) -> None:
+        template = KeyTemplate("product:{match_info[id]}:v2")
+        req = FakeRequest(match_info={} if value is None else {"id": value})
+        expected = "product:" + ("~" if value is None else escape_text(value)) + ":v2"
+        assert template.compiled()(req) == template.render(req) == expected
+
     def test_query(self) -> None:
         template = KeyTemplate("q={query[q]}")
         assert template.render(request("/s?q=a&x=1&q=b")) == "q=a,b"
