@@ -520,3 +520,18 @@ async def test_closing_the_store_waits_for_a_batch_in_flight() -> None:
         loop.call_later(0.1, lambda: server.push(b"*2\r\n$-1\r\n$-1\r\n"))
         await store.close()
         assert waiter.done() and waiter.result() == (None, 0)
+
+
+async def test_a_lookup_that_cannot_be_sent_fails_open_and_the_next_ones_work() -> None:
+    # Keys built by cachekit are ASCII; a store used directly with an unencodable key must
+    # still fail only that batch (before, on the task path or the open channel alike).
+    async with ScriptedRedis(nil_mget) as server:
+        store = RedisStore.from_url(server.url, NAMESPACE, 1.0)
+        try:
+            for _ in range(2):  # connecting (task path), then on the open channel
+                with pytest.raises(StoreError):
+                    await asyncio.wait_for(store.get("bad\ud800"), 2.0)
+                assert await asyncio.wait_for(store.get("a"), 2.0) == (None, 0)
+            assert store._in_flight == 0
+        finally:
+            await store.close()

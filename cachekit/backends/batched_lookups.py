@@ -133,7 +133,10 @@ class BatchedLookups(KeyLayout):
         try:
             batch.sent_on = self._send_now(keys, batch)
         except REDIS_ERRORS:
-            batch.sent_on = None
+            batch.sent_on = None  # the task path reconnects
+        except Exception as exc:  # never leave a lookup (or the in-flight count) hanging
+            batch.set_exception(exc)
+            return
         if batch.sent_on is not None:
             batch.timer = asyncio.get_running_loop().call_at(deadline, batch.expire)
         else:
@@ -161,7 +164,7 @@ class BatchedLookups(KeyLayout):
         try:
             async with asyncio.timeout_at(deadline):
                 generation_raw, values = await self._read(batch.keys)
-        except (*REDIS_ERRORS, TimeoutError) as exc:
+        except Exception as exc:  # Redis, the timeout, or any surprise: fail open
             batch.set_exception(exc)
             return
         except asyncio.CancelledError:
