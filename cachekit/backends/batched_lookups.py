@@ -3,8 +3,10 @@
 Lookups issued in the same event-loop turn share one MGET (together with the generation
 key). At most `MAX_BATCHES_IN_FLIGHT` batches are out at once; lookups arriving meanwhile
 wait for one to be answered and then go out together, each still resolving within the
-store timeout counted from its own `get`. The subclass provides the round trip (`_read`)
-and the removal of a damaged entry (`_drop_damaged`).
+store timeout counted from its own `get`. The subclass provides the round trip (`_read`,
+awaited in a task), optionally a send answered from a connection's read callback without a
+task (`_send_now`, `_abandon`; see `LookupBatch`), and the removal of a damaged entry
+(`_drop_damaged`).
 """
 
 from __future__ import annotations
