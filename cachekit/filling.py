@@ -52,9 +52,7 @@ class Job:
 
     def key_for(self, vary: tuple[str, ...]) -> str:
         """This request's key when its handler varies on the request headers `vary`."""
-        return keys.request_key(
-            self.base, self.request.headers, vary, self.cache.settings.max_key_length
-        )
+        return keys.request_key(self.base, self.request, vary, self.cache.settings.max_key_length)
 
     @property
     def emit_cache_control(self) -> bool:
@@ -242,7 +240,7 @@ async def store_response(
             [
                 *await spec.tags_for(request),
                 *runtime_tags(request, lines),
-                keys.path_tag(request.raw_path),
+                keys.path_tag(request.rel_url),
             ]
         )
     except Exception:

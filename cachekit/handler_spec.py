@@ -20,7 +20,7 @@ TagSpec = Iterable[str] | TagFunction
 
 
 def _default_key(name: str, request: web.Request) -> str:
-    return keys.default_key(name, request.raw_path)
+    return keys.default_key(name, request.rel_url)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -124,7 +124,7 @@ class HandlerSpec:
             if not isinstance(produced, str):
                 raise TypeError(f"key callable of {self.name} returned {produced!r}")
             return keys.escape_light(produced)
-        return keys.default_key(self.name, request.raw_path)
+        return keys.default_key(self.name, request.rel_url)
 
     async def tags_for(self, request: web.Request) -> tuple[str, ...]:
         """The tags to record with an entry stored for this request."""

@@ -51,14 +51,17 @@ async def _purge_targets(
 ) -> None:
     if invalidate_tags is None or not 200 <= response.status < 400:
         return
-    targets = [request.raw_path]
+    targets = [request.rel_url]
     for name in ("Location", "Content-Location"):
         value = response.headers.get(name)
         if value:
-            url = URL(value, encoded=True)
-            # Same origin only (scheme, host and port): RFC 9111 §4.4.
-            if not url.is_absolute() or url.origin() == request.url.origin():
-                targets.append(url.raw_path)
+            try:
+                url = URL(value, encoded=True)
+                # Same origin only (scheme, host and port): RFC 9111 §4.4.
+                if not url.is_absolute() or url.origin() == request.url.origin():
+                    targets.append(url)
+            except ValueError:  # a malformed URL names nothing we store
+                continue
     try:
         await invalidate_tags(*{keys.path_tag(target) for target in targets})
     except StoreError as exc:
@@ -71,8 +74,9 @@ class _PurgeRequest:
     """Just enough of a request to rebuild a key from handler parameters."""
 
     match_info: Mapping[str, str]
-    raw_path: str
+    rel_url: URL
     host: str = ""
+    scheme: str = "http"
     headers: MultiMapping[str] = field(default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
 
 
@@ -94,20 +98,21 @@ def handler_base_key(
             f"{spec.name} builds keys with a callable, which cannot be inverted:"
             " purge it by tag (cache.invalidate_tags) instead"
         )
-    path = _route_path(handler, router, params) if spec.template is None else ""
-    request = _PurgeRequest(match_info=dict(params), raw_path=path)
+    url = _route_url(handler, router, params) if spec.template is None else URL("/")
+    request = _PurgeRequest(match_info=dict(params), rel_url=url)
     if spec.template is not None:
         return spec.template.render(request)
-    return keys.default_key(spec.name, path)
+    return keys.default_key(spec.name, url)
 
 
-def _route_path(
+def _route_url(
     handler: Callable[..., Any], router: web.UrlDispatcher | None, params: Mapping[str, str]
-) -> str:
+) -> URL:
     for resource in router.resources() if router is not None else ():
         for route in resource:
             served = route.handler
             view_method = getattr(served, getattr(handler, "__name__", ""), None)
             if served is handler or (isinstance(served, type) and view_method is handler):
-                return str(resource.url_for(**params).raw_path)
+                # Parsed as aiohttp parses a request target, so the key matches a GET's.
+                return URL(resource.url_for(**params).raw_path, encoded=True)
     raise LookupError(f"no route of this app serves {spec_of(handler).name}")

@@ -1,9 +1,15 @@
 """Cache keys: templates, canonical queries and collision-proof escaping of request data.
 
-Every value taken from a request is escaped so that only ASCII letters and digits survive
-unescaped; `%XX` encodes the rest and `~` marks an absent value. Separators in the key
-(`:`, `?`, `&`, `=`, `#`) can therefore never be forged by a client, and escaping is
-injective, so two different inputs never yield one key.
+Every part of a key is taken from what aiohttp hands the handler (`request.rel_url`, its
+parsed `query`, `match_info`, `request.host`, `request.scheme`), never from a parse of
+our own of the raw request target: a cache that reads a request differently from the
+application can be steered onto another request's entry (web cache poisoning).
+
+Every value is escaped so that only ASCII letters and digits survive unescaped; `%XX`
+encodes the rest and `~` marks an absent value. Separators in the key (`:`, `?`, `&`,
+`=`, `#`, `~`) can therefore never be forged by a client, and escaping is injective, so
+two different inputs never yield one key. Escaping is `str.translate` over fixed tables:
+no memo, nothing that grows with traffic.
 """
 
 from __future__ import annotations
@@ -11,43 +17,29 @@ from __future__ import annotations
 import hashlib
 import string
 from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache, update_wrapper
-from typing import Final, Generic, Protocol, TypeVar
-from urllib.parse import unquote_to_bytes
+from typing import Final, Protocol
 
 from multidict import MultiMapping
+from yarl import URL
 
 ABSENT: Final = "~"
 # Not "#": that separates a base key from its Vary variant.
 HASHED_MARKER: Final = "~sha256="
+#: The Vary name whose value is the request's scheme and host as aiohttp hands them to
+#: the handler (`request.scheme`, `request.host`), not the raw `Host` header: an
+#: absolute-form target or a proxy middleware's `clone(host=...)` makes them differ.
+HOST: Final = "host"
 _ALNUM: Final = frozenset(string.ascii_letters + string.digits)
 _STRICT: Final = tuple(chr(byte) if chr(byte) in _ALNUM else f"%{byte:02X}" for byte in range(256))
-# Characters a raw (client-encoded) path may keep as they are; "%" stays so an escape the
-# client sent (e.g. %2F, distinct from "/") keeps its meaning.
-_PATH_SAFE: Final = frozenset(string.ascii_letters + string.digits + "/%-._!$&'()*+,;=:@")
+#: `str.translate` table: every code point below 256 to its strict escape.
+_STRICT_TABLE: Final = {byte: _STRICT[byte] for byte in range(256) if chr(byte) not in _ALNUM}
+# Characters a raw path keeps as they are, for readable keys. "%" is not among them: it is
+# escaped like any other character, so `%23` in a raw path never meets an escaped "#".
+_PATH_SAFE: Final = frozenset(string.ascii_letters + string.digits + "/-._!$&'()*+,;=:@")
+_PATH_TABLE: Final = {byte: _STRICT[byte] for byte in range(128) if chr(byte) not in _PATH_SAFE}
 # Light escaping for keys a developer's callable returns: readable, yet still injective.
 _LIGHT_UNSAFE: Final = frozenset("%{}#~ \t\r\n\x0b\x0c")
 TEMPLATE_FIELDS: Final = frozenset({"path", "host", "match_info", "query", "headers"})
-#: Memoised key parts: at most this many results per function, each from an input of at
-#: most MEMO_MAX_CHARS characters, so client-chosen 8 KB paths and headers cannot make the
-#: memos grow past a few megabytes; longer inputs are computed every time.
-MEMO_ENTRIES: Final = 4096
-MEMO_MAX_CHARS: Final = 512
-
-_Result = TypeVar("_Result")
-
-
-class ShortInputMemo(Generic[_Result]):
-    """A function of one string behind an `lru_cache` that long strings bypass. `memo`
-    and `compute` are exposed so a hot caller can inline the length check."""
-
-    def __init__(self, function: Callable[[str], _Result]) -> None:
-        self.compute = function
-        self.memo = lru_cache(maxsize=MEMO_ENTRIES)(function)
-        update_wrapper(self, function)
-
-    def __call__(self, text: str) -> _Result:
-        return self.memo(text) if len(text) <= MEMO_MAX_CHARS else self.compute(text)
 
 
 class KeyedRequest(Protocol):
@@ -60,23 +52,28 @@ class KeyedRequest(Protocol):
     @property
     def host(self) -> str: ...
     @property
-    def raw_path(self) -> str: ...
+    def scheme(self) -> str: ...
+    @property
+    def rel_url(self) -> URL: ...
 
 
 def escape_bytes(data: bytes) -> str:
     """Escape bytes so that only ASCII letters and digits remain literal."""
-    return "".join([_STRICT[byte] for byte in data])
+    return data.decode("latin-1").translate(_STRICT_TABLE)
 
 
-@ShortInputMemo
 def escape_text(text: str) -> str:
     """Strictly escape text; lone surrogates (undecodable input) are kept distinct."""
+    if text.isascii():
+        return text.translate(_STRICT_TABLE)
     return escape_bytes(text.encode("utf-8", "surrogatepass"))
 
 
-@ShortInputMemo
 def escape_path(raw_path: str) -> str:
-    """A client's raw path, with every character that could act as a key separator escaped."""
+    """A raw path, readable where it can be, with every other character (`%` included)
+    escaped: injective, and free of the key's separators."""
+    if raw_path.isascii():
+        return raw_path.translate(_PATH_TABLE)
     return "".join(char if char in _PATH_SAFE else escape_text(char) for char in raw_path)
 
 
@@ -92,34 +89,36 @@ def escape_light(text: str) -> str:
     )
 
 
-def split_raw_target(raw_target: str) -> tuple[str, str]:
-    """Split a raw request target into its raw path and raw query string (no fragment)."""
-    path, _, query = raw_target.partition("#")[0].partition("?")
-    return path, query
+def canonical_query(query: MultiMapping[str]) -> str:
+    """The parsed query the handler sees (`request.query`), sorted by name; repeated
+    parameters keep their relative order. `?v` and `?v=` are one value to the handler."""
+    ordered = sorted(query.items(), key=_name_of)
+    return "&".join([f"{escape_text(name)}={escape_text(value)}" for name, value in ordered])
 
 
-def _decode_query_part(raw: str) -> bytes:
-    return unquote_to_bytes(raw.replace("+", " "))
+def _name_of(pair: tuple[str, str]) -> str:
+    return pair[0]
 
 
-@ShortInputMemo
-def query_pairs(raw_query: str) -> tuple[tuple[str, str], ...]:
-    """The escaped (name, value) pairs of a raw query string, in their original order."""
-    pairs = []
-    for part in raw_query.split("&"):
-        if not part:
-            continue
-        name, has_value, value = part.partition("=")
-        escaped = escape_bytes(_decode_query_part(value)) if has_value else ABSENT
-        pairs.append((escape_bytes(_decode_query_part(name)), escaped))
-    return tuple(pairs)
+def url_component(url: URL) -> str:
+    """`path?canonical-query`, plus `~fragment` when aiohttp parsed one: the part of a
+    default key taken from the URL aiohttp hands the handler (`request.rel_url`)."""
+    component = escape_path(url.raw_path) + "?"
+    if url.raw_query_string:
+        component += canonical_query(url.query)
+    if url.raw_fragment:
+        component += ABSENT + escape_text(url.raw_fragment)
+    return component
 
 
-@ShortInputMemo
-def canonical_query(raw_query: str) -> str:
-    """Query parameters sorted by name; repeated parameters keep their relative order."""
-    ordered = sorted(query_pairs(raw_query), key=lambda pair: pair[0])
-    return "&".join(f"{name}={value}" for name, value in ordered)
+def host_component(request: KeyedRequest) -> str:
+    """The request's host as the handler sees it (`request.host`, verbatim: the handler
+    may echo it), prefixed with a scheme other than plain `http`."""
+    scheme = request.scheme
+    if scheme == "http":
+        return escape_text(request.host)
+    # `~` never occurs in an escaped value, so this form cannot meet a plain host's.
+    return escape_text(scheme) + ABSENT + escape_text(request.host)
 
 
 def header_component(headers: MultiMapping[str], name: str) -> str:
@@ -130,25 +129,17 @@ def header_component(headers: MultiMapping[str], name: str) -> str:
     return escape_text(", ".join(values))
 
 
-def vary_suffix(headers: MultiMapping[str], names: tuple[str, ...]) -> str:
-    """The key part naming the values of the request headers the entry varies on."""
+def vary_suffix(request: KeyedRequest, names: tuple[str, ...]) -> str:
+    """The key part naming the values the entry varies on: request headers, and for
+    `host` the scheme and host the handler sees."""
     if not names:
         return ""
-    return _format_suffix(names, _vary_values(headers, names))
-
-
-def _vary_values(headers: MultiMapping[str], names: tuple[str, ...]) -> tuple[str | None, ...]:
-    values = []
-    for name in names:
-        lines = headers.getall(name, None)
-        values.append(None if lines is None else ", ".join(lines))
-    return tuple(values)
-
-
-def _format_suffix(names: tuple[str, ...], values: tuple[str | None, ...]) -> str:
+    headers = request.headers
     return "#" + "&".join(
-        f"{name}={ABSENT if value is None else escape_text(value)}"
-        for name, value in zip(names, values, strict=True)
+        [
+            f"{name}={host_component(request) if name == HOST else header_component(headers, name)}"
+            for name in names
+        ]
     )
 
 
@@ -169,51 +160,25 @@ def compose(base: str, suffix: str, max_length: int) -> str:
     return bound_length(base, max_length) + suffix
 
 
-def request_key(
-    base: str, headers: MultiMapping[str], vary: tuple[str, ...], max_length: int
-) -> str:
-    """A request's full key: its base key plus the values of the headers it varies on."""
+def request_key(base: str, request: KeyedRequest, vary: tuple[str, ...], max_length: int) -> str:
+    """A request's full key: its base key plus the values it varies on."""
     if not vary:
         return base if len(base) <= max_length else bound_length(base, max_length)
-    if len(vary) == 1:  # the common case (the default key varies on Host alone)
-        lines = headers.getall(vary[0], None)
-        values: tuple[str | None, ...] = (
-            None if lines is None else lines[0] if len(lines) == 1 else ", ".join(lines),
-        )
-    else:
-        values = _vary_values(headers, vary)
-    memo_key = (base, vary, values, max_length)
-    key = _FULL_KEYS.get(memo_key)
-    if key is None:
-        key = compose(base, _format_suffix(vary, values), max_length)
-        if len(base) + sum(len(value) for value in values if value) <= MEMO_MAX_CHARS:
-            if len(_FULL_KEYS) >= MEMO_ENTRIES:
-                _FULL_KEYS.clear()
-            _FULL_KEYS[memo_key] = key
-    return key
+    return compose(base, vary_suffix(request, vary), max_length)
 
 
-_FULL_KEYS: Final[dict[tuple[str, tuple[str, ...], tuple[str | None, ...], int], str]] = {}
+def path_tag(url: URL) -> str:
+    """The implicit tag of every entry stored for a path (RFC 9111 §4.4 invalidation).
+
+    From the decoded path: a purge may reach more spellings of a path, never fewer.
+    """
+    return "path:" + escape_path(url.path)
 
 
-def path_tag(raw_target: str) -> str:
-    """The implicit tag of every entry stored for a path (RFC 9111 §4.4 invalidation)."""
-    return "path:" + escape_path(split_raw_target(raw_target)[0])
-
-
-def default_key(handler_name: str, raw_target: str) -> str:
-    """`name:path?canonical-query`, the key used when a handler gives none."""
-    if len(raw_target) <= MEMO_MAX_CHARS:
-        return _memoized_default_key(handler_name, raw_target)
-    return _default_key(handler_name, raw_target)
-
-
-def _default_key(handler_name: str, raw_target: str) -> str:
-    raw_path, raw_query = split_raw_target(raw_target)
-    return f"{escape_light(handler_name)}:{escape_path(raw_path)}?{canonical_query(raw_query)}"
-
-
-_memoized_default_key: Final = lru_cache(maxsize=MEMO_ENTRIES)(_default_key)
+def default_key(handler_name: str, url: URL) -> str:
+    """`name:path?canonical-query`, the key used when a handler gives none; `url` is the
+    request's `rel_url`. The host is not here: it is a Vary value (see `HOST`)."""
+    return f"{escape_light(handler_name)}:{url_component(url)}"
 
 
 Getter = Callable[[KeyedRequest], str]
@@ -261,9 +226,6 @@ class KeyTemplate:
         tail = "".join(literal for literal, got in self._parts if got is None)
         if self._parts[-1][1] is not None:
             tail = ""
-        field = getattr(getter, "match_info_name", None)
-        if field is not None:  # the common `"product:{match_info[id]}"`, in one call
-            return _match_info_key(field, prefix, tail)
         return lambda request: prefix + getter(request) + tail
 
 
@@ -287,11 +249,11 @@ def _field_getter(template: str, field: str) -> Getter:
 
 
 def _path_getter(_: str) -> Getter:
-    return lambda request: escape_path(split_raw_target(request.raw_path)[0])
+    return lambda request: escape_path(request.rel_url.raw_path)
 
 
 def _host_getter(_: str) -> Getter:
-    return lambda request: escape_text(request.host.lower())
+    return lambda request: escape_text(request.host)
 
 
 def _match_info_getter(name: str) -> Getter:
@@ -299,37 +261,13 @@ def _match_info_getter(name: str) -> Getter:
         value = request.match_info.get(name)
         return ABSENT if value is None else escape_text(value)
 
-    get.match_info_name = name  # type: ignore[attr-defined]  # see KeyTemplate.compiled
     return get
 
 
-def _match_info_key(name: str, prefix: str, tail: str) -> Callable[[KeyedRequest], str]:
-    """`prefix + {match_info[name]} + tail` with `escape_text` inlined."""
-    memo, escape, limit = escape_text.memo, escape_text.compute, MEMO_MAX_CHARS
-
-    def key(request: KeyedRequest) -> str:
-        value = request.match_info.get(name)
-        if value is None:
-            return prefix + ABSENT + tail
-        if value.isascii() and value.isalnum():  # letters and digits escape to themselves
-            return prefix + value + tail
-        return prefix + (memo(value) if len(value) <= limit else escape(value)) + tail
-
-    return key
-
-
 def _query_getter(name: str) -> Getter:
-    wanted = escape_text(name)
-
     def get(request: KeyedRequest) -> str:
-        raw_query = split_raw_target(request.raw_path)[1]
-        # `?v` and `?v=` both mean v="" to the handler (request.query): render them alike.
-        values = [
-            "" if value == ABSENT else value
-            for key, value in query_pairs(raw_query)
-            if key == wanted
-        ]
-        return ",".join(values) if values else ABSENT
+        values = request.rel_url.query.getall(name, None)
+        return ABSENT if values is None else ",".join([escape_text(value) for value in values])
 
     return get
 

@@ -67,7 +67,7 @@ def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | RoundTr
     ):
         return None
     vary = cache.learned_vary.get(spec.name, spec.vary)
-    key = keys.request_key(sync_key(request), headers, vary, settings.max_key_length)
+    key = keys.request_key(sync_key(request), request, vary, settings.max_key_length)
     if key in cache.flights.fills:
         return None
     now = cache.clock()
@@ -170,7 +170,7 @@ async def serve(
             return await _bypass(cache, call, reason)
         base = awaited
     vary = cache.vary_names(spec.name, spec.vary)
-    key = keys.request_key(base, headers, vary, settings.max_key_length)
+    key = keys.request_key(base, request, vary, settings.max_key_length)
     honor = spec.honor_request_cache_control
     if honor if honor is not None else settings.honor_request_cache_control:
         directives = policy.request_directives(headers.get("Cache-Control"))
