@@ -11,9 +11,8 @@ from typing import Any, Final
 
 from aiohttp.web import UrlDispatcher
 
-from cachekit.backends.base import LOOKUP_TIME, CounterSink, Store, StoreError
+from cachekit.backends.base import Store, StoreError
 from cachekit.backends.memory import MemoryStore
-from cachekit.backends.redis import RedisStore
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
@@ -74,9 +73,6 @@ class Cache:
         self.counters = CacheStats()
         self.breaker = CircuitBreaker(settings.failure_threshold, settings.failure_cooldown)
         self._damage_log = RateLimitedLog()
-        self.memory = self.store if isinstance(self.store, MemoryStore) else None
-        #: The near cache in front of Redis, when configured (hits need no coroutine).
-        self.near = self.store.near_cache if isinstance(self.store, RedisStore) else None
         self.flights = Flights()
         #: Fill locks whose holder stopped answering, until when (loop time) they may remain.
         self.stuck_locks: dict[str, float] = {}
@@ -92,22 +88,16 @@ class Cache:
         ratio is the batching) and `lookups_waiting`; with a near cache, its `near_*`
         figures (`near_hits` counts hits it answered, a subset of `hits`)."""
         result: dict[str, Any] = asdict(self.counters)
-        result["store"] = "memory" if self.memory is not None else "redis"
         result["breaker_open"] = self.breaker.is_open
-        if self.memory is not None:
-            result["entries"] = len(self.memory)
-            result["memory_bytes"] = self.memory.used_bytes
-        if isinstance(self.store, RedisStore):
-            result.update(self.store.lookup_stats())
-        if self.near is not None:
-            result.update(self.near.stats())
+        result.update(self.store.stats())
         return result
 
     async def lookup(self, key: str) -> tuple[CachedResponse | None, int]:
         """The entry for `key`, or None; never raises. A failed lookup reports
         `UNKNOWN_GENERATION` so the caller does not try to store afterwards."""
-        if self.memory is not None:
-            return self.memory.get_now(key), 0
+        answer = self.store.peek(key, self.clock())
+        if answer is not None:
+            return answer
         looking = self.start_lookup(key)
         if looking is None:
             return None, UNKNOWN_GENERATION
@@ -137,18 +127,15 @@ class Cache:
             self._failed(exc)
         return None, UNKNOWN_GENERATION
 
-    async def save(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
+    async def save(self, key: str, entry: CachedResponse, started_at: float) -> bool:
         """Store an entry; False (after counting and logging) when the store failed.
 
-        `started_at`: wall-clock time (`time.time()`) the fill began, before the handler
-        ran. Defaults to the time of this task's latest `lookup`, which precedes every fill.
-        If one of the entry's tags was purged since, nothing is stored (False): the
-        response may predate the purge.
+        `started_at`: wall-clock time (`time.time()`) taken before the handler ran. If one
+        of the entry's tags was purged since, nothing is stored (False): the response may
+        predate the purge.
         """
         if entry.generation == UNKNOWN_GENERATION:
             return False
-        if started_at is None:
-            started_at = LOOKUP_TIME.get(time.time())  # set by the stores' lookups
         try:
             stored = await self._guarded(self.store.set(key, entry, started_at))
         except ValueError as exc:  # e.g. a NUL byte in a header: cannot be kept faithfully
@@ -187,8 +174,7 @@ class Cache:
     async def publish_counters(self) -> None:
         """Add this process's counters since the last call to the store's shared totals
         (a shared store only; failures are counted, never raised)."""
-        sink = self.store
-        if not isinstance(sink, CounterSink):
+        if not self.store.remote:
             return
         current = {name: int(getattr(self.counters, name)) for name in PUBLISHED_COUNTERS}
         delta = {
@@ -196,7 +182,7 @@ class Cache:
             for name, value in current.items()
             if value != self._published.get(name, 0)
         }
-        if delta and await self._guarded(sink.add_counters(delta)):
+        if delta and await self._guarded(self.store.add_counters(delta)):
             self._published = current
 
     async def publish_counters_every(self, interval: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -49,6 +50,8 @@ class Job:
     base: str
     key: str
     directives: policy.RequestDirectives
+    #: Wall-clock time taken just before the handler ran (see `Cache.save`).
+    started_at: float = 0.0
 
     def key_for(self, vary: tuple[str, ...]) -> str:
         """This request's key when its handler varies on the request headers `vary`."""
@@ -163,6 +166,7 @@ def _lockable(cache: Cache, generation: int) -> bool:
 
 async def _run_and_store(job: Job, generation: int, fallback: CachedResponse | None) -> FillOutcome:
     error: BaseException | None = None
+    job.started_at = time.time()  # before the handler reads anything (see `Cache.save`)
     try:
         response: web.StreamResponse = await job.call()
     except web.HTTPException as exc:
@@ -196,6 +200,7 @@ async def refresh(job: Job, generation: int) -> None:
             if entry is not None and entry.is_fresh(cache.clock()):
                 return
         cache.counters.refreshes += 1
+        job.started_at = time.time()
         try:
             response: web.StreamResponse = await job.call()
         except web.HTTPException as exc:
@@ -261,7 +266,7 @@ async def store_response(
         reason = decision.reason
     elif entry.ttl <= 0:
         reason = "ttl-zero"
-    elif await cache.save(key, entry):
+    elif await cache.save(key, entry, job.started_at):
         if ETAG_HEADER not in response.headers:
             response.headers[ETAG_HEADER] = entry.etag
         if job.emit_cache_control:
@@ -296,7 +301,7 @@ async def _learn_vary(
             generation=generation,
             vary_stub=True,
         )
-        await cache.save(job.key, stub)
+        await cache.save(job.key, stub, job.started_at)
     return learned, key
 
 

@@ -71,17 +71,11 @@ def fresh_hit(spec: HandlerSpec, request: web.Request) -> web.Response | RoundTr
     if key in cache.flights.fills:
         return None
     now = cache.clock()
-    memory = cache.memory
-    if memory is not None:
-        entry = memory.fresh(key, now)
-    else:
-        near = cache.near
-        if near is None or (looked_up := near.lookup(key, now)) is None:
-            return cache, key
-        entry = looked_up[0]
-        if entry is not None and (entry.vary_stub or now >= entry.fresh_until):
-            entry = None
-    if entry is None:
+    answer = cache.store.peek(key, now)
+    if answer is None:
+        return cache, key
+    entry = answer[0]
+    if entry is None or entry.vary_stub or now >= entry.fresh_until:
         return None
     cache.counters.hits += 1
     emit = spec.emit_cache_control
@@ -180,10 +174,9 @@ async def serve(
     if made is not None and made[0] == key and directives is policy.NO_DIRECTIVES:
         looked_up = made[1]  # not a fresh hit, or `request_handler` would have answered
     elif directives is policy.NO_DIRECTIVES and key not in cache.flights.fills:
-        memory, near, now = cache.memory, cache.near, cache.clock()
-        if memory is not None:
-            looked_up = memory.get_now(key), 0
-        elif near is None or (looked_up := near.lookup(key, now)) is None:
+        now = cache.clock()
+        looked_up = cache.store.peek(key, now)
+        if looked_up is None:
             looked_up = await cache.lookup(key)
             now = cache.clock()  # the round trip took time
         entry = looked_up[0]
@@ -215,8 +208,6 @@ async def _respond(
             return await _join(job, running, rerouted)
     if looked_up is not None and (looked_up[0] is None or not looked_up[0].vary_stub):
         entry, generation = looked_up
-    elif cache.memory is not None:
-        entry, generation = cache.memory.get_now(job.key), 0
     else:
         entry, generation = await lookup_following_stubs(job)
     now = cache.clock()

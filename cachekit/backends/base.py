@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from contextvars import ContextVar
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from cachekit.entry import CachedResponse
 
-#: Wall-clock time (`time.time()`) of the latest lookup in this task that may lead to a fill
-#: (a miss, or a stale entry). Fills and refreshes run in tasks started right after that
-#: lookup (tasks inherit the context) and the handler runs after it, so this bounds from
-#: below when the handler began reading its data: `Cache.save` passes it as `started_at`.
-#: Set by the stores' lookups (`RedisStore.get`, `MemoryStore.get_now`).
-LOOKUP_TIME: ContextVar[float] = ContextVar("cachekit_lookup_time")
+#: A store's answer for one key: the entry (None when absent) and the namespace generation
+#: it was read under.
+Answer = tuple[CachedResponse | None, int]
 
 
 class StoreError(Exception):
@@ -32,7 +28,13 @@ class Store(Protocol):
     #: True when operations do I/O and must be bounded by a timeout and a breaker.
     remote: bool
 
-    def get(self, key: str) -> Awaitable[tuple[CachedResponse | None, int]]:
+    def peek(self, key: str, now: float) -> Answer | None:
+        """The answer for `key` when this store has it without I/O (the embedded store
+        always; a near cache when it holds a fresh copy), else None: ask `get`. Synchronous,
+        so such hits need no coroutine."""
+        ...
+
+    def get(self, key: str) -> Awaitable[Answer]:
         """The entry under `key` (None when absent) and the current generation."""
         ...
 
@@ -79,15 +81,16 @@ class Store(Protocol):
         """Release the fill lock of `key` if `token` still owns it."""
         ...
 
-    async def close(self) -> None:
-        """Release connections; the store is unusable afterwards."""
+    async def add_counters(self, counts: Mapping[str, int]) -> None:
+        """Add per-process counter increments to the namespace-wide totals operators read
+        (`python -m cachekit stats`); a store only this process sees ignores them."""
         ...
 
+    def stats(self) -> dict[str, Any]:
+        """Facts about the store for `Cache.stats()`: `store` (its kind) and whatever it
+        can tell cheaply (entries, bytes, lookup batching, near-cache figures)."""
+        ...
 
-@runtime_checkable
-class CounterSink(Protocol):
-    """A shared store that keeps namespace-wide counters for operators (`python -m cachekit`)."""
-
-    async def add_counters(self, counts: Mapping[str, int]) -> None:
-        """Add these per-process counter increments to the shared totals."""
+    async def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
         ...

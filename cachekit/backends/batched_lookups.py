@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from cachekit.backends.base import LOOKUP_TIME, StoreError
+from cachekit.backends.base import Answer, StoreError
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.near import NearCache
 from cachekit.entry import CachedResponse, CorruptEntry, decode
@@ -66,6 +66,18 @@ class BatchedLookups(KeyLayout):
             "lookups_waiting": sum(len(waiters) for waiters in self._pending.values()),
         }
 
+    def peek(self, key: str, now: float) -> Answer | None:
+        """See `Store.peek`: the near cache's fresh copy, if there is one."""
+        near = self._near
+        return None if near is None else near.lookup(key, now)
+
+    def stats(self) -> dict[str, Any]:
+        """See `Store.stats`: lookup batching, and the near cache's figures."""
+        result: dict[str, Any] = {"store": "redis", **self.lookup_stats()}
+        if self._near is not None:
+            result.update(self._near.stats())
+        return result
+
     async def _read(self, keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
         """The generation and the entries of these logical keys, in one round trip."""
         raise NotImplementedError
@@ -78,7 +90,6 @@ class BatchedLookups(KeyLayout):
         """See `Store.get`. Resolves within the store timeout (or with `StoreError`);
         a near-cache hit returns a future already done (awaiting it does not yield)."""
         now = time.time()
-        LOOKUP_TIME.set(now)  # a plain function: this is the caller's context
         loop = asyncio.get_running_loop()
         # Future(loop=...) rather than loop.create_future(): the same object on asyncio's
         # loop, without a Python method call per lookup.

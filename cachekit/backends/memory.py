@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
 
-from cachekit.backends.base import LOOKUP_TIME
+from cachekit.backends.base import Answer
 from cachekit.entry import CachedResponse
 
 # CPython cost of one stored entry beyond its raw bytes: the entry object, its tuples and
@@ -59,30 +59,17 @@ class MemoryStore:
         """Synchronous lookup: the entry, or None when absent or past its stale windows."""
         item = self._entries.get(key)
         if item is None:
-            LOOKUP_TIME.set(time.time())  # a fill may follow (see LOOKUP_TIME)
             return None
         entry = item[0]
-        now = self._clock()
-        if now >= entry.drop_at:
+        if self._clock() >= entry.drop_at:
             self._remove(key)
-            LOOKUP_TIME.set(time.time())
             return None
-        if now >= entry.fresh_until:  # a refresh may follow; fresh hits skip this cost
-            LOOKUP_TIME.set(time.time())
         self._entries.move_to_end(key)
         return entry
 
-    def fresh(self, key: str, now: float) -> CachedResponse | None:
-        """The entry when it is a fresh response at `now` (and now the most recently used);
-        None otherwise, without side effects: `get_now` then decides what to do."""
-        item = self._entries.get(key)
-        if item is None:
-            return None
-        entry = item[0]
-        if now >= entry.fresh_until or entry.vary_stub:
-            return None
-        self._entries.move_to_end(key)
-        return entry
+    def peek(self, key: str, now: float) -> Answer:
+        """See `Store.peek`: this store always answers without I/O (one generation)."""
+        return self.get_now(key), 0
 
     async def get(self, key: str) -> tuple[CachedResponse | None, int]:
         """See `Store.get`; this store has a single generation."""
@@ -172,6 +159,13 @@ class MemoryStore:
         holder = self._locks.get(key)
         if holder is not None and holder[0] == token:
             del self._locks[key]
+
+    async def add_counters(self, counts: Mapping[str, int]) -> None:
+        """Nothing to share: this store is seen by this process alone."""
+
+    def stats(self) -> dict[str, Any]:
+        """See `Store.stats`."""
+        return {"store": "memory", "entries": len(self._entries), "memory_bytes": self.used_bytes}
 
     async def close(self) -> None:
         """Nothing to release but memory."""
