@@ -1,34 +1,56 @@
-"""The `Cache` facade: guarded store access, statistics, invalidation and clearing."""
+"""The `Cache`: one app's store behind the breaker and timeouts, its fills in flight, the
+Vary it learned, its counters; invalidation and clearing for the app."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from aiohttp.web import UrlDispatcher
 
-from cachekit.backends.base import Store, StoreError
+from cachekit import policy
+from cachekit.backends.base import UNKNOWN_GENERATION, Answer, Store, StoreError
 from cachekit.backends.memory import MemoryStore
 from cachekit.entry import CachedResponse, CorruptEntry
-from cachekit.flight import Flights
+from cachekit.flight import FillOutcome, Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
 from cachekit.invalidation import handler_base_key
 from cachekit.settings import CacheSettings
 
-log = logging.getLogger("cachekit")
+if TYPE_CHECKING:
+    from cachekit.handler_spec import HandlerSpec
 
-#: Generation value meaning "the lookup failed; do not store what the handler produces".
-UNKNOWN_GENERATION: Final = -1
+log = logging.getLogger("cachekit")
+T = TypeVar("T")
+
+__all__ = ["LOOKUP_FAILURES", "UNKNOWN_GENERATION", "Cache", "CacheStats", "Counter"]
 #: What a store lookup raises when it fails: a damaged entry, an unreachable store.
 LOOKUP_FAILURES: Final = (CorruptEntry, StoreError, TimeoutError)
 #: Bound on explicit operations (invalidate, purge by tag, clear), which may touch many keys.
 ADMIN_TIMEOUT: Final = 30.0
 #: Counters published to a shared store for `python -m cachekit stats`.
 PUBLISHED_COUNTERS: Final = ("hits", "stale_hits", "misses", "stores", "bypasses", "errors")
+#: Fill locks remembered as stuck (their holder stopped answering), at most.
+STUCK_LOCKS_KEPT: Final = 1024
+Counter = Literal[
+    "hits",
+    "stale_hits",
+    "misses",
+    "stores",
+    "bypasses",
+    "errors",
+    "skipped",
+    "coalesced",
+    "lock_waits",
+    "lock_timeouts",
+    "refreshes",
+    "refresh_errors",
+    "stale_if_error",
+]
 
 
 @dataclass(slots=True)
@@ -51,10 +73,10 @@ class CacheStats:
 
 
 class Cache:
-    """One app's cache: its settings, its store and its counters.
+    """One app's cache: its settings, its store, its fills in flight and its counters.
 
-    Every store call goes through `lookup`/`save`/`_guarded`, which bound it by the store
-    timeout, feed the circuit breaker and turn failures into "not cached".
+    Every store call of a request goes through `peek`/`lookup` or `_bounded`, which bound it
+    by the store timeout, feed the circuit breaker and turn failures into "not cached".
     """
 
     def __init__(
@@ -70,62 +92,67 @@ class Cache:
             else MemoryStore(settings.memory_max_bytes, max_variants=settings.max_variants)
         )
         self.clock = clock
-        self.counters = CacheStats()
         self.breaker = CircuitBreaker(settings.failure_threshold, settings.failure_cooldown)
-        self._damage_log = RateLimitedLog()
-        self.flights = Flights()
-        #: Fill locks whose holder stopped answering, until when (loop time) they may remain.
-        self.stuck_locks: dict[str, float] = {}
-        #: Request headers each handler's responses were seen to vary on (by handler name).
-        self.learned_vary: dict[str, tuple[str, ...]] = {}
         #: The app's router, set by `setup_cache`, to find a handler's route for purges.
         self.router: UrlDispatcher | None = None
+        self._flights = Flights()
+        self._counters = CacheStats()
+        self._damage_log = RateLimitedLog()
+        #: Fill locks whose holder stopped answering, until when (loop time) they may remain.
+        self._stuck_locks: dict[str, float] = {}
+        #: Request headers each handler's responses were seen to vary on (by handler name).
+        self._learned_vary: dict[str, tuple[str, ...]] = {}
         self._published: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ counters
+
+    def count(self, counter: Counter) -> None:
+        """Count one event (see `CacheStats`)."""
+        counters = self._counters
+        setattr(counters, counter, getattr(counters, counter) + 1)
+
+    @property
+    def counters(self) -> CacheStats:
+        """A copy of the counters since startup."""
+        return CacheStats(**asdict(self._counters))
 
     def stats(self) -> dict[str, Any]:
         """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts; on Redis,
         `lookup_batches` and `lookup_keys` (MGETs sent and the keys they carried: their
         ratio is the batching) and `lookups_waiting`; with a near cache, its `near_*`
         figures (`near_hits` counts hits it answered, a subset of `hits`)."""
-        result: dict[str, Any] = asdict(self.counters)
+        result: dict[str, Any] = asdict(self._counters)
         result["breaker_open"] = self.breaker.is_open
         result.update(self.store.stats())
         return result
 
-    async def lookup(self, key: str) -> tuple[CachedResponse | None, int]:
+    # ------------------------------------------------------------------ lookups
+
+    def peek(self, key: str, now: float) -> Answer | None:
+        """The store's answer for `key` without I/O, if it has one (see `Store.peek`)."""
+        return self.store.peek(key, now)
+
+    async def lookup(self, key: str) -> Answer:
         """The entry for `key`, or None; never raises. A failed lookup reports
         `UNKNOWN_GENERATION` so the caller does not try to store afterwards."""
         answer = self.store.peek(key, self.clock())
         if answer is not None:
             return answer
-        looking = self.start_lookup(key)
-        if looking is None:
+        if not self.breaker.allow():
+            self._counters.skipped += 1
             return None, UNKNOWN_GENERATION
         try:
-            result = await looking
+            # The store bounds its own lookups by its timeout (they are batched).
+            result = await self.store.get(key)
         except LOOKUP_FAILURES as exc:
-            return self.lookup_failed(key, exc)
+            if isinstance(exc, CorruptEntry):
+                self._counters.errors += 1
+                self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
+            else:
+                self._failed(exc)
+            return None, UNKNOWN_GENERATION
         self.breaker.record_success()
         return result
-
-    def start_lookup(self, key: str) -> Awaitable[tuple[CachedResponse | None, int]] | None:
-        """The store's lookup of `key`, under way, for callers that await it themselves
-        (the Redis hit path, one coroutine fewer than `lookup`) and then report how it went
-        as `lookup` does: `breaker.record_success()`, or `lookup_failed` for one of
-        `LOOKUP_FAILURES`. None when the circuit breaker skips the store (counted)."""
-        if not self.breaker.allow():
-            self.counters.skipped += 1
-            return None
-        return self.store.get(key)
-
-    def lookup_failed(self, key: str, exc: Exception) -> tuple[None, int]:
-        """Count and log a lookup that raised one of `LOOKUP_FAILURES`; its result."""
-        if isinstance(exc, CorruptEntry):
-            self.counters.errors += 1
-            self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
-        else:
-            self._failed(exc)
-        return None, UNKNOWN_GENERATION
 
     async def save(self, key: str, entry: CachedResponse, started_at: float) -> bool:
         """Store an entry; False (after counting and logging) when the store failed.
@@ -137,12 +164,12 @@ class Cache:
         if entry.generation == UNKNOWN_GENERATION:
             return False
         try:
-            stored = await self._guarded(self.store.set(key, entry, started_at))
+            stored = await self._bounded(self.store.set(key, entry, started_at), False)
         except ValueError as exc:  # e.g. a NUL byte in a header: cannot be kept faithfully
             log.debug("response for %r not storable: %s", key, exc)
             return False
         if stored:
-            self.counters.stores += 1
+            self._counters.stores += 1
         return stored
 
     async def invalidate(self, *targets: str | Callable[..., Any], **params: str) -> int:
@@ -176,13 +203,13 @@ class Cache:
         (a shared store only; failures are counted, never raised)."""
         if not self.store.remote:
             return
-        current = {name: int(getattr(self.counters, name)) for name in PUBLISHED_COUNTERS}
+        current = {name: int(getattr(self._counters, name)) for name in PUBLISHED_COUNTERS}
         delta = {
             name: value - self._published.get(name, 0)
             for name, value in current.items()
             if value != self._published.get(name, 0)
         }
-        if delta and await self._guarded(self.store.add_counters(delta)):
+        if delta and await self._bounded(self.store.add_counters(delta), False) is not False:
             self._published = current
 
     async def publish_counters_every(self, interval: float) -> None:
@@ -193,58 +220,86 @@ class Cache:
 
     async def close(self) -> None:
         """Finish (or cancel) fills and refreshes, then release the store's connections."""
-        await self.flights.close(grace=self.settings.redis_timeout + 1.0)
+        await self._flights.close(grace=self.settings.redis_timeout + 1.0)
         await self.store.close()
+
+    # ------------------------------------------------------------------ fills
+
+    def running_fill(self, key: str) -> asyncio.Task[FillOutcome] | None:
+        """The fill of `key` running in this process, if any (to join it)."""
+        return self._flights.fills.get(key)
+
+    def start_fill(
+        self, key: str, work: Coroutine[Any, Any, FillOutcome]
+    ) -> asyncio.Task[FillOutcome]:
+        """Run `work` as the one fill of `key` in this process."""
+        return self._flights.start_fill(key, work)
+
+    def start_refresh(self, key: str, work: Coroutine[Any, Any, None]) -> bool:
+        """Refresh `key` in the background unless a refresh of it already runs."""
+        return self._flights.start_refresh(key, work)
+
+    def tasks_running(self) -> dict[str, list[asyncio.Task[Any]]]:
+        """The fills and refreshes running now (for tests and diagnostics)."""
+        return {
+            "fills": list(self._flights.fills.values()),
+            "refreshes": list(self._flights.refreshes.values()),
+        }
 
     async def try_lock(self, key: str, token: str) -> bool | None:
         """Take the cross-process fill lock of `key`: True if ours, False if held by
         someone else, None if the store could not say (the caller then fills unlocked)."""
         if not self.store.remote:
             return True
-        if not self.breaker.allow():
-            return None
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout):
-                acquired = await self.store.acquire_lock(key, token, self.settings.lock_ttl)
-        except (StoreError, TimeoutError) as exc:
-            self._failed(exc)
-            return None
-        self.breaker.record_success()
-        return acquired
+        return await self._bounded(
+            self.store.acquire_lock(key, token, self.settings.lock_ttl), None
+        )
 
     async def unlock(self, key: str, token: str) -> None:
         """Release our fill lock; a failure only means it expires after `lock_ttl`."""
         if self.store.remote:
-            await self._guarded(self.store.release_lock(key, token))
+            await self._bounded(self.store.release_lock(key, token), None)
 
     async def lock_held(self, key: str) -> bool | None:
         """Whether someone holds the fill lock of `key`; None if the store cannot say."""
-        if not self.breaker.allow():
-            return None
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout):
-                held = await self.store.lock_held(key)
-        except (StoreError, TimeoutError) as exc:
-            self._failed(exc)
-            return None
-        self.breaker.record_success()
-        return held
+        return await self._bounded(self.store.lock_held(key), None)
 
-    async def _guarded(self, operation: Any) -> bool:
+    def lock_is_stuck(self, key: str) -> bool:
+        """Whether the fill lock of `key` was found stuck and may still be held."""
+        return self._stuck_locks.get(key, 0.0) > asyncio.get_running_loop().time()
+
+    def remember_stuck(self, key: str) -> None:
+        """The fill lock of `key` outlived `lock_timeout`: its holder stopped answering, and
+        it expires within the rest of `lock_ttl`. Until then requests need not wait for it."""
+        settings, stuck = self.settings, self._stuck_locks
+        now = asyncio.get_running_loop().time()
+        if len(stuck) >= STUCK_LOCKS_KEPT:  # bounded: forget the expired ones
+            for expired in [name for name, until in stuck.items() if until <= now]:
+                del stuck[expired]
+        if len(stuck) < STUCK_LOCKS_KEPT:
+            stuck[key] = now + settings.lock_ttl - settings.lock_timeout
+
+    def forget_stuck(self, key: str) -> None:
+        """The fill lock of `key` is free again."""
+        self._stuck_locks.pop(key, None)
+
+    async def _bounded(self, operation: Coroutine[Any, Any, T], failed: T) -> T:
+        """Run one store operation within the store timeout and the circuit breaker;
+        `failed` when it was skipped or failed (counted, and fed to the breaker)."""
         if not self.store.remote:
-            return await operation is not False
+            return await operation
         if not self.breaker.allow():
             operation.close()
-            self.counters.skipped += 1
-            return False
+            self._counters.skipped += 1
+            return failed
         try:
             async with asyncio.timeout(self.settings.redis_timeout):
                 result = await operation
         except (StoreError, TimeoutError) as exc:
             self._failed(exc)
-            return False
+            return failed
         self.breaker.record_success()
-        return result is not False
+        return result
 
     async def _strict(self, operation: Any) -> Any:
         try:
@@ -254,12 +309,43 @@ class Cache:
             raise StoreError("cache store timed out") from None
 
     def _failed(self, exc: BaseException) -> None:
-        self.counters.errors += 1
+        self._counters.errors += 1
         self.breaker.record_failure(exc)
+
+    # ------------------------------------------------------------------ handlers
+
+    def configured(self, spec: HandlerSpec) -> policy.Configured:
+        """The lifetimes the settings and the decorator give a handler's responses."""
+        settings = self.settings
+        return policy.Configured(
+            ttl_override=settings.ttl_override(spec.name),
+            ttl=spec.ttl,
+            default_ttl=settings.default_ttl,
+            stale_ttl_override=settings.stale_ttl_override(spec.name),
+            stale_ttl=spec.stale_ttl,
+            default_stale_ttl=settings.stale_ttl,
+            stale_if_error=spec.stale_if_error,
+            default_stale_if_error=settings.stale_if_error,
+        )
+
+    def emits_cache_control(self, spec: HandlerSpec) -> bool:
+        """Whether answers tell browsers and CDNs how long they may keep the response:
+        the handler's own `emit_cache_control`, else the setting."""
+        own = spec.emit_cache_control
+        return own if own is not None else self.settings.emit_cache_control
+
+    def request_directives(
+        self, spec: HandlerSpec, cache_control: str | None
+    ) -> policy.RequestDirectives:
+        """The request's Cache-Control directives, if the handler (or the setting) honours them."""
+        honor = spec.honor_request_cache_control
+        if honor if honor is not None else self.settings.honor_request_cache_control:
+            return policy.request_directives(cache_control)
+        return policy.NO_DIRECTIVES
 
     def vary_names(self, handler: str, declared: tuple[str, ...]) -> tuple[str, ...]:
         """The request headers a handler's keys vary on: declared, then learned ones."""
-        return self.learned_vary.get(handler, declared)
+        return self._learned_vary.get(handler, declared)
 
     def learn_vary(
         self, handler: str, declared: tuple[str, ...], names: Iterable[str]
@@ -273,7 +359,7 @@ class Cache:
         learned = set(current[len(declared) :]) | (set(names) - set(declared))
         result = declared + tuple(sorted(learned))
         if result != current:
-            self.learned_vary[handler] = result
+            self._learned_vary[handler] = result
         return result
 
     def tag_names(self, tags: Iterable[str]) -> tuple[str, ...]:

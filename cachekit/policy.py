@@ -1,11 +1,19 @@
-"""Pure caching policy: may a request use the cache, may a response be stored, for how long."""
+"""Pure caching policy: may a request use the cache (`admit`), is a stored entry fresh
+(`freshness`), may a response be stored (`storable`) and for how long (`lifetime`).
+
+Plain functions over request and response facts, with `now` passed in: no I/O, no clock,
+no aiohttp. `serving.py` executes what they decide.
+"""
 
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Iterable, Sequence
+import enum
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from cachekit.entry import CachedResponse
 
 CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD"})
 #: RFC 9110 §9.2.1: every other method is unsafe and invalidates (RFC 9111 §4.4).
@@ -121,9 +129,7 @@ def parse_http_date(value: str | None) -> float | None:
     return parsed.timestamp()
 
 
-def request_decision(
-    method: str, has_authorization: bool, authorization_is_keyed: bool
-) -> Decision:
+def admit(method: str, has_authorization: bool, authorization_is_keyed: bool) -> Decision:
     """May this request be answered from (and fill) the cache?"""
     if method not in CACHEABLE_METHODS:
         return Decision(False, "method")
@@ -151,6 +157,55 @@ def header_values(lines: Iterable[tuple[str, str]], name: str) -> list[str]:
     return [value for line_name, value in lines if line_name.lower() == wanted]
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseFacts:
+    """What the decisions read of a response, parsed once (`response_facts`)."""
+
+    status: int
+    cache_control: Mapping[str, str | None]
+    vary: tuple[str, ...]
+    set_cookie: bool
+    expires: tuple[str, ...]
+    date: str | None
+    age: str | None
+
+
+def response_facts(status: int, lines: Sequence[tuple[str, str]]) -> ResponseFacts:
+    """Parse a response's caching headers once, for `storable` and `lifetime`."""
+    dates, ages = header_values(lines, "Date"), header_values(lines, "Age")
+    return ResponseFacts(
+        status=status,
+        cache_control=parse_cache_control(", ".join(header_values(lines, "Cache-Control"))),
+        vary=tuple(vary_names(header_values(lines, "Vary"))),
+        set_cookie=bool(header_values(lines, "Set-Cookie")),
+        expires=tuple(header_values(lines, "Expires")),
+        date=dates[0] if dates else None,
+        age=ages[0] if ages else None,
+    )
+
+
+def storable(
+    facts: ResponseFacts, *, statuses: frozenset[int], body_size: int, max_entry_bytes: int
+) -> Decision:
+    """May this response be stored?
+
+    A response that varies on named request headers is storable: the cache learns the
+    names and keys the entry on their values. `Vary: *` can never match again.
+    """
+    if facts.status not in statuses:
+        return Decision(False, "status")
+    if facts.set_cookie:
+        return Decision(False, "set-cookie")
+    for directive in ("no-store", "private", "no-cache"):
+        if directive in facts.cache_control:
+            return Decision(False, directive)
+    if "*" in facts.vary:
+        return Decision(False, "vary-star")
+    if body_size > max_entry_bytes:
+        return Decision(False, "too-large")
+    return ALLOWED
+
+
 def storable_decision(
     status: int,
     lines: Sequence[tuple[str, str]],
@@ -159,47 +214,34 @@ def storable_decision(
     body_size: int,
     max_entry_bytes: int,
 ) -> Decision:
-    """May a response with this status, these header lines and body size be stored?
-
-    A response that varies on named request headers is storable: the cache learns the
-    names and keys the entry on their values. `Vary: *` can never match again.
-    """
-    cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
-    vary = vary_names(header_values(lines, "Vary"))
-    if status not in statuses:
-        return Decision(False, "status")
-    if header_values(lines, "Set-Cookie"):
-        return Decision(False, "set-cookie")
-    for directive in ("no-store", "private", "no-cache"):
-        if directive in cache_control:
-            return Decision(False, directive)
-    if "*" in vary:
-        return Decision(False, "vary-star")
-    if body_size > max_entry_bytes:
-        return Decision(False, "too-large")
-    return ALLOWED
+    """`storable` for raw header lines."""
+    facts = response_facts(status, lines)
+    return storable(facts, statuses=statuses, body_size=body_size, max_entry_bytes=max_entry_bytes)
 
 
-def response_ttl(lines: Sequence[tuple[str, str]], now: float) -> float | None:
+def declared_ttl(facts: ResponseFacts, now: float) -> float | None:
     """Freshness lifetime the response itself declares (RFC 9111 §4.2.1), if any."""
-    cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
+    cache_control = facts.cache_control
     for directive in ("s-maxage", "max-age"):
         if directive in cache_control:
             seconds = delta_seconds(cache_control[directive])
             if seconds is not None:
                 return float(seconds)
-    expires = header_values(lines, "Expires")
-    if expires:
-        expires_at = parse_http_date(expires[0])
+    if facts.expires:
+        expires_at = parse_http_date(facts.expires[0])
         # An invalid Expires (e.g. "0") means already expired (RFC 9111 §5.3).
         if expires_at is None:
             return 0.0
-        dates = header_values(lines, "Date")
-        date = parse_http_date(dates[0]) if dates else None
+        date = parse_http_date(facts.date)
         if date is None:
             date = now
         return max(0.0, expires_at - date)
     return None
+
+
+def response_ttl(lines: Sequence[tuple[str, str]], now: float) -> float | None:
+    """`declared_ttl` for raw header lines."""
+    return declared_ttl(response_facts(0, lines), now)
 
 
 def resolve_ttl(
@@ -234,22 +276,102 @@ def storable_headers(lines: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 def revalidation_required(lines: Sequence[tuple[str, str]]) -> bool:
     """must-revalidate, proxy-revalidate or s-maxage: a shared cache may not serve the
     response stale (RFC 9111 §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10)."""
-    cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
-    return not cache_control.keys().isdisjoint({"must-revalidate", "proxy-revalidate", "s-maxage"})
+    return _no_stale_serving(response_facts(0, lines))
+
+
+def _no_stale_serving(facts: ResponseFacts) -> bool:
+    return not facts.cache_control.keys().isdisjoint(
+        {"must-revalidate", "proxy-revalidate", "s-maxage"}
+    )
 
 
 def received_age(lines: Sequence[tuple[str, str]]) -> float:
     """The Age the response already had when the handler returned it (RFC 9111 §4.2.3)."""
-    values = header_values(lines, "Age")
-    seconds = delta_seconds(values[0].strip()) if values else None
+    return _received_age(response_facts(0, lines))
+
+
+def _received_age(facts: ResponseFacts) -> float:
+    seconds = delta_seconds(facts.age.strip()) if facts.age is not None else None
     return float(seconds) if seconds is not None else 0.0
 
 
 def response_stale_windows(lines: Sequence[tuple[str, str]]) -> tuple[float | None, float | None]:
     """`stale-while-revalidate` and `stale-if-error` the response declares (RFC 5861)."""
-    cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
+    return _stale_windows(response_facts(0, lines))
+
+
+def _stale_windows(facts: ResponseFacts) -> tuple[float | None, float | None]:
     windows = []
     for directive in ("stale-while-revalidate", "stale-if-error"):
-        seconds = delta_seconds(cache_control.get(directive))
+        seconds = delta_seconds(facts.cache_control.get(directive))
         windows.append(None if seconds is None else float(seconds))
     return windows[0], windows[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Configured:
+    """The lifetimes the operator (`override`s, defaults) and the decorator set; None where
+    they leave it to the response's headers or to the next default."""
+
+    ttl_override: float | None
+    ttl: float | None
+    default_ttl: float
+    stale_ttl_override: float | None
+    stale_ttl: float | None
+    default_stale_ttl: float
+    stale_if_error: float | None
+    default_stale_if_error: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """When a response counts as stored, how long it is fresh, and its stale windows."""
+
+    stored_at: float
+    ttl: float
+    grace: float
+    stale_if_error: float
+
+
+def lifetime(facts: ResponseFacts, configured: Configured, now: float) -> Lifetime:
+    """How long a storable response stays fresh and servable stale (precedence in
+    `resolve_ttl`); an Age it arrived with counts towards its freshness."""
+    declared_grace, declared_if_error = _stale_windows(facts)
+    grace = resolve_ttl(
+        configured.stale_ttl_override,
+        configured.stale_ttl,
+        declared_grace,
+        configured.default_stale_ttl,
+    )
+    if_error = resolve_ttl(
+        None, configured.stale_if_error, declared_if_error, configured.default_stale_if_error
+    )
+    if _no_stale_serving(facts):
+        grace = if_error = 0.0
+    ttl = resolve_ttl(
+        configured.ttl_override, configured.ttl, declared_ttl(facts, now), configured.default_ttl
+    )
+    return Lifetime(now - _received_age(facts), ttl, grace, if_error)
+
+
+class Freshness(enum.Enum):
+    """What a stored entry is good for right now."""
+
+    FRESH = "fresh"  # answer from it
+    STALE = "stale"  # answer from it while one refresh runs (stale-while-revalidate)
+    MISS = "miss"  # ask the handler (the entry may still stand in for an error)
+
+
+def freshness(entry: CachedResponse | None, now: float, directives: RequestDirectives) -> Freshness:
+    """Whether `entry` answers a request with these Cache-Control `directives` at `now`
+    (RFC 9111 §4.2, §5.2.1). A Vary stub is no answer."""
+    if entry is None or entry.vary_stub or directives.no_cache:
+        return Freshness.MISS
+    max_age = directives.max_age
+    if now < entry.fresh_until:
+        if max_age is None or entry.age(now) <= max_age:
+            return Freshness.FRESH
+        return Freshness.MISS
+    if now < entry.stale_until and max_age is None:
+        return Freshness.STALE
+    return Freshness.MISS

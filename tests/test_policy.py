@@ -12,12 +12,12 @@ from cachekit import policy
 from cachekit.policy import (
     DEFAULT_STATUSES,
     Decision,
+    admit,
     connection_listed,
     delta_seconds,
     header_values,
     parse_cache_control,
     parse_http_date,
-    request_decision,
     resolve_ttl,
     response_ttl,
     storable_decision,
@@ -395,32 +395,32 @@ class TestResponseStaleWindows:
         assert policy.response_stale_windows(lines) == (0.0, 9.0)
 
 
-# ------------------------------------------------------------------ request_decision
+# ------------------------------------------------------------------ admit
 
 
 class TestRequestDecision:
     @pytest.mark.parametrize("method", ["GET", "HEAD"])
     def test_safe_methods_are_allowed(self, method: str) -> None:
-        assert request_decision(method, False, False) == policy.ALLOWED
+        assert admit(method, False, False) == policy.ALLOWED
 
     @pytest.mark.parametrize(
         "method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "get", ""]
     )
     def test_other_methods_are_refused(self, method: str) -> None:
-        assert request_decision(method, False, True) == Decision(False, "method")
+        assert admit(method, False, True) == Decision(False, "method")
 
     def test_authorization_without_keying_is_refused(self) -> None:
-        assert request_decision("GET", True, False) == Decision(False, "authorization")
+        assert admit("GET", True, False) == Decision(False, "authorization")
 
     def test_authorization_keyed_is_allowed(self) -> None:
-        assert request_decision("GET", True, True).allowed
-        assert request_decision("HEAD", True, True).allowed
+        assert admit("GET", True, True).allowed
+        assert admit("HEAD", True, True).allowed
 
     def test_keying_without_authorization_is_allowed(self) -> None:
-        assert request_decision("GET", False, True).allowed
+        assert admit("GET", False, True).allowed
 
     def test_method_is_checked_first(self) -> None:
-        assert request_decision("POST", True, False).reason == "method"
+        assert admit("POST", True, False).reason == "method"
 
 
 class TestRequestDirectives:

@@ -589,9 +589,13 @@ async def test_stale_window_answers_100_requests_at_once_and_refreshes_once(
             # still be taking the fill lock, so the handler need not have started yet).
             assert upstream.calls <= 2
             assert upstream.completed == 1
-            assert len(cache.flights.refreshes) == 1, "the refresh should still be running"
+            assert len(cache.tasks_running()["refreshes"]) == 1, (
+                "the refresh should still be running"
+            )
 
-            await eventually(lambda: not cache.flights.refreshes, within=5, what="the refresh")
+            await eventually(
+                lambda: not cache.tasks_running()["refreshes"], within=5, what="the refresh"
+            )
             fresh = await fetch(session, base + "/item")
         stats = cache.stats()
 
@@ -843,7 +847,7 @@ async def test_shutdown_during_a_refresh_leaves_no_pending_task(
             upstream.release = asyncio.Event()  # never set: the refresh hangs in the handler
             assert (await fetch(session, base + "/item")).x_cache == "STALE"
             await eventually(lambda: upstream.calls == 2, within=5, what="the refresh")
-            refresh = next(iter(cache.flights.refreshes.values()))
+            refresh = cache.tasks_running()["refreshes"][0]
     finally:
         started = time.monotonic()
         async with asyncio.timeout(grace + 10):
@@ -853,8 +857,8 @@ async def test_shutdown_during_a_refresh_leaves_no_pending_task(
     assert shutdown < grace + 1.0, shutdown
     assert refresh.done()
     assert upstream.cancelled == 1, "the refresh's handler was abandoned, not cancelled"
-    assert not cache.flights.refreshes
-    assert not cache.flights.fills
+    assert not cache.tasks_running()["refreshes"]
+    assert not cache.tasks_running()["fills"]
     assert _background_leftovers() == []
     del refresh
     gc.collect()
@@ -882,12 +886,16 @@ async def test_a_failing_refresh_is_counted_and_the_stale_copy_kept(
             await asyncio.sleep(0.3)
             upstream.failure = failure
             stale = await fetch(session, base + "/item")
-            await eventually(lambda: not cache.flights.refreshes, within=5, what="the refresh")
+            await eventually(
+                lambda: not cache.tasks_running()["refreshes"], within=5, what="the refresh"
+            )
             calls, stats = upstream.calls, cache.stats()
             # The failed refresh did not replace or drop the stale copy; the next stale
             # answer starts another refresh, which fails and is counted too.
             again = await fetch(session, base + "/item")
-            await eventually(lambda: not cache.flights.refreshes, within=5, what="a 2nd refresh")
+            await eventually(
+                lambda: not cache.tasks_running()["refreshes"], within=5, what="a 2nd refresh"
+            )
             final = cache.stats()
 
     assert (stale.status, stale.x_cache, stale.body) == (200, "STALE", first.body)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from cachekit.entry import CachedResponse
+
+#: Generation value meaning "the lookup failed; do not store what the handler produces".
+UNKNOWN_GENERATION: Final = -1
 
 #: A store's answer for one key: the entry (None when absent) and the namespace generation
 #: it was read under.
