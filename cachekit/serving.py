@@ -14,15 +14,14 @@ from typing import Any, cast
 
 from aiohttp import hdrs, web
 
-from cachekit import conditional, keys, policy
+from cachekit import keys, policy
+from cachekit.answers import answer_from, answer_initiator, answer_job, marked, run_marked
 from cachekit.app import cache_of
 from cachekit.cache import Cache
-from cachekit.entry import CachedResponse
 from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, look_up, refresh
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
-from cachekit.responses import from_entry, mark
-from cachekit.storing import STORED, Call, Job
+from cachekit.storing import Call, Job
 
 log = logging.getLogger("cachekit")
 
@@ -94,10 +93,10 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                 assert entry is not None
                 cache.count("stale_hits")
                 cache.start_refresh(key, refresh(job))
-                return _answer_job(job, entry, "hit; fwd=stale", "STALE")
+                return answer_job(job, entry, "hit; fwd=stale", "STALE")
             cache.count("misses")
             if directives.only_if_cached:
-                return _marked(web.Response(status=504), "MISS", "fwd=miss; detail=only-if-cached")
+                return marked(web.Response(status=504), "MISS", "fwd=miss; detail=only-if-cached")
             if request.method == "HEAD" or directives.no_store:
                 # A handler may answer HEAD with an empty body; it must never become the GET entry.
                 reason = "head" if request.method == "HEAD" else "no-store"
@@ -108,7 +107,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             fallback = entry if entry is not None and entry.can_replace_error(now) else None
             task = cache.start_fill(key, fill(job, fallback))
             # shield: a client that goes away must not cancel the fill that others wait for.
-            return _answer_initiator(job, await asyncio.shield(task))
+            return answer_initiator(job, await asyncio.shield(task))
 
     return handle
 
@@ -177,81 +176,3 @@ async def _join(
         raise outcome.error
     # Not shareable (a cookie, a private or streamed response): this request runs its own.
     return await run_marked(call, "MISS", "fwd=miss; detail=uncollapsible")
-
-
-def _answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
-    error, response, shared = outcome.error, outcome.response, outcome.shared
-    headers = job.request.headers
-    conditional_request = "If-None-Match" in headers or "If-Modified-Since" in headers
-    # Answered from the entry: when the fill produced no response of its own (another
-    # process filled it, or a stale copy replaced an error), and when a stored answer must
-    # become a 304 or came from a raised HTTPException (a new response carries our headers).
-    if shared is not None and (
-        (error is None and response is None)
-        or (
-            outcome.status == STORED
-            and (
-                isinstance(error, web.HTTPException)
-                or (response is not None and conditional_request)
-            )
-        )
-    ):
-        return _answer_job(job, shared, outcome.status, outcome.x_cache)
-    if error is not None:
-        if isinstance(error, web.HTTPException):
-            mark(error.headers, outcome.x_cache, outcome.status)
-        raise error
-    assert response is not None  # a fill yields a response, an error or an entry
-    return _marked(response, outcome.x_cache, outcome.status)
-
-
-def answer_from(
-    request: web.Request,
-    entry: CachedResponse,
-    now: float,
-    status: str,
-    x_cache: str,
-    *,
-    emit_cache_control: bool,
-) -> web.Response:
-    """A response from a stored entry, as a 304 when the request's validators match."""
-    headers = request.headers
-    matched = False
-    if hdrs.IF_NONE_MATCH in headers or hdrs.IF_MODIFIED_SINCE in headers:
-        matched = conditional.not_modified(
-            entry.status,
-            entry.etag,
-            entry.headers,
-            headers.get(hdrs.IF_NONE_MATCH),
-            headers.get(hdrs.IF_MODIFIED_SINCE),
-        )
-    return from_entry(
-        entry, now, status, x_cache, not_modified=matched, emit_cache_control=emit_cache_control
-    )
-
-
-def _answer_job(job: Job, entry: CachedResponse, status: str, x_cache: str) -> web.Response:
-    return answer_from(
-        job.request,
-        entry,
-        job.cache.clock(),
-        status,
-        x_cache,
-        emit_cache_control=job.emit_cache_control,
-    )
-
-
-async def run_marked(call: Call, x_cache: str, status: str) -> web.StreamResponse:
-    """Run the handler and label its response (or raised HTTPException) as not cached."""
-    try:
-        response = await call()
-    except web.HTTPException as exc:
-        mark(exc.headers, x_cache, status)
-        raise
-    return _marked(response, x_cache, status)
-
-
-def _marked(response: web.StreamResponse, x_cache: str, status: str) -> web.StreamResponse:
-    if not response.prepared:
-        mark(response, x_cache, status)
-    return response

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cachekit import policy
+from cachekit.entry import CachedResponse
 from cachekit.policy import (
     DEFAULT_STATUSES,
     Decision,
@@ -513,3 +514,198 @@ class TestStorableHeaders:
 
 def test_unclosed_quote_cannot_hide_no_store() -> None:
     assert "no-store" in parse_cache_control('ext="oops, no-store')
+
+
+# ------------------------------------------------------------------ decision tables
+# The three decisions the request story executes, as tables: no server, no clock.
+
+
+def _entry(**fields: object) -> CachedResponse:
+    values: dict[str, object] = {
+        "status": 200,
+        "headers": (),
+        "body": b"x",
+        "stored_at": NOW,
+        "ttl": 60.0,
+        "grace": 30.0,
+        "stale_if_error": 300.0,
+    }
+    values.update(fields)
+    return CachedResponse(**values)  # type: ignore[arg-type]
+
+
+class TestAdmitTable:
+    @pytest.mark.parametrize(
+        ("method", "authorization", "keyed", "expected"),
+        [
+            ("GET", False, False, Decision(True)),
+            ("HEAD", False, False, Decision(True)),
+            ("GET", True, False, Decision(False, "authorization")),
+            ("GET", True, True, Decision(True)),
+            ("HEAD", True, False, Decision(False, "authorization")),
+            ("POST", False, False, Decision(False, "method")),
+            ("POST", True, True, Decision(False, "method")),
+            ("OPTIONS", False, False, Decision(False, "method")),
+            ("get", False, False, Decision(False, "method")),  # aiohttp upper-cases methods
+        ],
+    )
+    def test_table(self, method: str, authorization: bool, keyed: bool, expected: Decision) -> None:
+        assert admit(method, authorization, keyed) == expected
+
+
+class TestFreshnessTable:
+    FRESH, STALE, MISS = policy.Freshness.FRESH, policy.Freshness.STALE, policy.Freshness.MISS
+    NONE = policy.NO_DIRECTIVES
+
+    @pytest.mark.parametrize(
+        ("age", "directives", "expected"),
+        [
+            (0, NONE, FRESH),
+            (59.9, NONE, FRESH),
+            (60, NONE, STALE),  # fresh_until is exclusive
+            (89.9, NONE, STALE),
+            (90, NONE, MISS),  # past the stale-while-revalidate window
+            (400, NONE, MISS),
+            (0, policy.RequestDirectives(no_cache=True), MISS),
+            (70, policy.RequestDirectives(no_cache=True), MISS),
+            (10, policy.RequestDirectives(max_age=10), FRESH),
+            (11, policy.RequestDirectives(max_age=10), MISS),
+            (70, policy.RequestDirectives(max_age=100), MISS),  # max-age: no stale answers
+            (10, policy.RequestDirectives(only_if_cached=True), FRESH),
+            (70, policy.RequestDirectives(no_store=True), STALE),
+        ],
+    )
+    def test_table(
+        self, age: float, directives: policy.RequestDirectives, expected: policy.Freshness
+    ) -> None:
+        assert policy.freshness(_entry(), NOW + age, directives) is expected
+
+    def test_nothing_stored_is_a_miss(self) -> None:
+        assert policy.freshness(None, NOW, self.NONE) is self.MISS
+
+    def test_a_vary_stub_is_no_answer(self) -> None:
+        assert policy.freshness(_entry(vary_stub=True), NOW, self.NONE) is self.MISS
+
+    def test_without_a_stale_window_expiry_is_a_miss(self) -> None:
+        assert policy.freshness(_entry(grace=0.0), NOW + 60, self.NONE) is self.MISS
+
+    @given(st.floats(0, 1000), st.floats(0, 100), st.floats(0, 100))
+    def test_fresh_stale_and_miss_follow_the_deadlines(
+        self, age: float, ttl: float, grace: float
+    ) -> None:
+        entry = _entry(ttl=ttl, grace=grace)
+        verdict = policy.freshness(entry, NOW + age, self.NONE)
+        if NOW + age < entry.fresh_until:
+            assert verdict is self.FRESH
+        elif NOW + age < entry.stale_until:
+            assert verdict is self.STALE
+        else:
+            assert verdict is self.MISS
+
+
+def _configured(**fields: float | None) -> policy.Configured:
+    values: dict[str, float | None] = {
+        "ttl_override": None,
+        "ttl": None,
+        "default_ttl": 300.0,
+        "stale_ttl_override": None,
+        "stale_ttl": None,
+        "default_stale_ttl": 0.0,
+        "stale_if_error": None,
+        "default_stale_if_error": 0.0,
+    }
+    values.update(fields)
+    return policy.Configured(**values)  # type: ignore[arg-type]
+
+
+class TestLifetimeTable:
+    @pytest.mark.parametrize(
+        ("lines", "configured", "expected"),
+        [
+            # (ttl, grace, stale_if_error, stored_at offset)
+            ([], {}, (300.0, 0.0, 0.0, 0.0)),
+            ([("Cache-Control", "max-age=60")], {}, (60.0, 0.0, 0.0, 0.0)),
+            ([("Cache-Control", "max-age=60")], {"ttl": 10.0}, (10.0, 0.0, 0.0, 0.0)),
+            (
+                [("Cache-Control", "max-age=60")],
+                {"ttl": 10.0, "ttl_override": 5.0},
+                (5.0, 0.0, 0.0, 0.0),
+            ),
+            (
+                [("Cache-Control", "max-age=60, stale-while-revalidate=30, stale-if-error=90")],
+                {},
+                (60.0, 30.0, 90.0, 0.0),
+            ),
+            (
+                [("Cache-Control", "stale-while-revalidate=30")],
+                {"stale_ttl": 7.0, "stale_if_error": 8.0},
+                (300.0, 7.0, 8.0, 0.0),
+            ),
+            (
+                [("Cache-Control", "stale-while-revalidate=30")],
+                {"stale_ttl": 7.0, "stale_ttl_override": 2.0},
+                (300.0, 2.0, 0.0, 0.0),
+            ),
+            # RFC 9111 §4.2.4: no stale answers after must-revalidate or s-maxage.
+            (
+                [("Cache-Control", "max-age=60, must-revalidate, stale-while-revalidate=30")],
+                {"default_stale_if_error": 50.0},
+                (60.0, 0.0, 0.0, 0.0),
+            ),
+            ([("Cache-Control", "s-maxage=20")], {"stale_ttl": 9.0}, (20.0, 0.0, 0.0, 0.0)),
+            # RFC 9111 §4.2.3: an Age the response arrived with counts.
+            ([("Age", "15"), ("Cache-Control", "max-age=60")], {}, (60.0, 0.0, 0.0, -15.0)),
+            ([("Age", "junk")], {}, (300.0, 0.0, 0.0, 0.0)),
+            ([("Expires", "0")], {}, (0.0, 0.0, 0.0, 0.0)),
+        ],
+    )
+    def test_table(
+        self,
+        lines: list[tuple[str, str]],
+        configured: dict[str, float],
+        expected: tuple[float, float, float, float],
+    ) -> None:
+        facts = policy.response_facts(200, lines)
+        life = policy.lifetime(facts, _configured(**configured), NOW)
+        assert (life.ttl, life.grace, life.stale_if_error, life.stored_at - NOW) == expected
+
+
+class TestResponseFacts:
+    def test_cache_control_is_parsed_once_from_every_line(self) -> None:
+        facts = policy.response_facts(
+            203,
+            [
+                ("Cache-Control", "max-age=5"),
+                ("cache-control", "private"),
+                ("Vary", "Accept, accept-language"),
+                ("Set-Cookie", "a=1"),
+                ("Date", "d1"),
+                ("Date", "d2"),
+            ],
+        )
+        assert facts.status == 203
+        assert facts.cache_control == {"max-age": "5", "private": None}
+        assert facts.vary == ("accept", "accept-language")
+        assert facts.set_cookie and facts.date == "d1" and facts.age is None
+
+    @pytest.mark.parametrize(
+        ("status", "lines", "expected"),
+        [
+            (200, [], Decision(True)),
+            (500, [], Decision(False, "status")),
+            (200, [("Set-Cookie", "a=1")], Decision(False, "set-cookie")),
+            (200, [("Cache-Control", "no-store")], Decision(False, "no-store")),
+            (200, [("Cache-Control", "private")], Decision(False, "private")),
+            (200, [("Cache-Control", "no-cache")], Decision(False, "no-cache")),
+            (200, [("Vary", "*")], Decision(False, "vary-star")),
+            (200, [("Vary", "Accept")], Decision(True)),
+        ],
+    )
+    def test_storable_table(
+        self, status: int, lines: list[tuple[str, str]], expected: Decision
+    ) -> None:
+        facts = policy.response_facts(status, lines)
+        decision = policy.storable(
+            facts, statuses=DEFAULT_STATUSES, body_size=10, max_entry_bytes=1000
+        )
+        assert decision == expected
