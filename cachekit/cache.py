@@ -111,6 +111,10 @@ class Cache:
         counters = self._counters
         setattr(counters, counter, getattr(counters, counter) + 1)
 
+    def count_hit(self) -> None:
+        """Count one fresh hit (`count("hits")`, without the lookup by name)."""
+        self._counters.hits += 1
+
     @property
     def counters(self) -> CacheStats:
         """A copy of the counters since startup."""
@@ -127,10 +131,6 @@ class Cache:
         return result
 
     # ------------------------------------------------------------------ lookups
-
-    def peek(self, key: str, now: float) -> Answer | None:
-        """The store's answer for `key` without I/O, if it has one (see `Store.peek`)."""
-        return self.store.peek(key, now)
 
     async def lookup(self, key: str) -> Answer:
         """The entry for `key`, or None; never raises. A failed lookup reports

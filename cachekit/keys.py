@@ -5,16 +5,18 @@ parsed `query`, `match_info`, `request.host`, `request.scheme`), never from a pa
 our own of the raw request target: a cache that reads a request differently from the
 application can be steered onto another request's entry (web cache poisoning).
 
-Every value is escaped so that only ASCII letters and digits survive unescaped; `%XX`
-encodes the rest and `~` marks an absent value. Separators in the key (`:`, `?`, `&`,
-`=`, `#`, `~`) can therefore never be forged by a client, and escaping is injective, so
-two different inputs never yield one key. Escaping is `str.translate` over fixed tables:
-no memo, nothing that grows with traffic.
+Every value is escaped so that only ASCII letters and digits survive unescaped (paths and
+hosts keep a few more readable characters); `%XX` encodes the rest and `~` marks an absent
+value. Separators in the key (`:`, `?`, `&`, `=`, `#`, `~`) can therefore never be forged by
+a client, and escaping is injective, so two different inputs never yield one key. Escaping
+is one check (most values need nothing) and `str.translate` over fixed tables: no memo,
+nothing that grows with traffic.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Protocol
@@ -33,10 +35,16 @@ _ALNUM: Final = frozenset(string.ascii_letters + string.digits)
 _STRICT: Final = tuple(chr(byte) if chr(byte) in _ALNUM else f"%{byte:02X}" for byte in range(256))
 #: `str.translate` table: every code point below 256 to its strict escape.
 _STRICT_TABLE: Final = {byte: _STRICT[byte] for byte in range(256) if chr(byte) not in _ALNUM}
+# A host keeps what hosts are made of (RFC 3986 reg-name and port), "%" excepted.
+_HOST_SAFE: Final = _ALNUM | frozenset("-._:[]")
+_HOST_TABLE: Final = {byte: _STRICT[byte] for byte in range(128) if chr(byte) not in _HOST_SAFE}
+#: Where a host needs escaping; a host without a match escapes to itself.
+_HOST_UNSAFE: Final = re.compile(r"[^A-Za-z0-9\-._:\[\]]")
 # Characters a raw path keeps as they are, for readable keys. "%" is not among them: it is
 # escaped like any other character, so `%23` in a raw path never meets an escaped "#".
 _PATH_SAFE: Final = frozenset(string.ascii_letters + string.digits + "/-._!$&'()*+,;=:@")
 _PATH_TABLE: Final = {byte: _STRICT[byte] for byte in range(128) if chr(byte) not in _PATH_SAFE}
+_PATH_UNSAFE: Final = re.compile(r"[^A-Za-z0-9/\-._!$&'()*+,;=:@]")
 # Light escaping for keys a developer's callable returns: readable, yet still injective.
 _LIGHT_UNSAFE: Final = frozenset("%{}#~ \t\r\n\x0b\x0c")
 TEMPLATE_FIELDS: Final = frozenset({"path", "host", "match_info", "query", "headers"})
@@ -65,13 +73,27 @@ def escape_bytes(data: bytes) -> str:
 def escape_text(text: str) -> str:
     """Strictly escape text; lone surrogates (undecodable input) are kept distinct."""
     if text.isascii():
+        if text.isalnum():  # letters and digits escape to themselves
+            return text
         return text.translate(_STRICT_TABLE)
     return escape_bytes(text.encode("utf-8", "surrogatepass"))
+
+
+def escape_host(host: str) -> str:
+    """A host (with port) as readable as it is, every other character (`%` included)
+    escaped: injective, and free of the key's separators."""
+    if _HOST_UNSAFE.search(host) is None:
+        return host
+    if host.isascii():
+        return host.translate(_HOST_TABLE)
+    return "".join(char if char in _HOST_SAFE else escape_text(char) for char in host)
 
 
 def escape_path(raw_path: str) -> str:
     """A raw path, readable where it can be, with every other character (`%` included)
     escaped: injective, and free of the key's separators."""
+    if _PATH_UNSAFE.search(raw_path) is None:
+        return raw_path
     if raw_path.isascii():
         return raw_path.translate(_PATH_TABLE)
     return "".join(char if char in _PATH_SAFE else escape_text(char) for char in raw_path)
@@ -116,9 +138,9 @@ def host_component(request: KeyedRequest) -> str:
     may echo it), prefixed with a scheme other than plain `http`."""
     scheme = request.scheme
     if scheme == "http":
-        return escape_text(request.host)
+        return escape_host(request.host)
     # `~` never occurs in an escaped value, so this form cannot meet a plain host's.
-    return escape_text(scheme) + ABSENT + escape_text(request.host)
+    return escape_text(scheme) + ABSENT + escape_host(request.host)
 
 
 def header_component(headers: MultiMapping[str], name: str) -> str:

@@ -31,6 +31,7 @@ from cachekit.keys import (
     compose,
     default_key,
     escape_bytes,
+    escape_host,
     escape_light,
     escape_path,
     escape_text,
@@ -389,7 +390,7 @@ class TestHeaders:
         # Not the raw Host header: an absolute-form target or a proxy middleware's
         # clone(host=...) gives the handler another request.host.
         req = FakeRequest(host="Example.com:80", headers=CIMultiDict(Host="other"))
-        assert vary_suffix(req, ("host",)) == "#host=Example%2Ecom%3A80"
+        assert vary_suffix(req, ("host",)) == "#host=Example.com:80"
 
     @pytest.mark.parametrize(
         ("a", "b"),
@@ -407,6 +408,26 @@ class TestHeaders:
         key_a = request_key("b", FakeRequest(scheme=a[0], host=a[1]), ("host",), 250)
         key_b = request_key("b", FakeRequest(scheme=b[0], host=b[1]), ("host",), 250)
         assert key_a != key_b
+
+    @given(st.text(max_size=12), st.text(max_size=12))
+    def test_escape_host_is_injective_and_keeps_separators_out(self, a: str, b: str) -> None:
+        assert not set(escape_host(a)) & set("?#~&={} \t\r\n/")
+        if a != b:
+            assert escape_host(a) != escape_host(b)
+
+    @pytest.mark.parametrize(
+        ("host", "escaped"),
+        [
+            ("example.com", "example.com"),
+            ("my-app.example.com:8080", "my-app.example.com:8080"),
+            ("[::1]:80", "[::1]:80"),
+            ("a%2Eb", "a%252Eb"),
+            ("a b", "a%20b"),
+            ("é", "%C3%A9"),
+        ],
+    )
+    def test_escape_host_keeps_hosts_readable(self, host: str, escaped: str) -> None:
+        assert escape_host(host) == escaped
 
     @given(st.text(max_size=6), st.text(max_size=6), st.text(max_size=6), st.text(max_size=6))
     def test_host_components_are_injective(self, s1: str, h1: str, s2: str, h2: str) -> None:

@@ -57,19 +57,19 @@ class MemoryStore:
 
     def get_now(self, key: str) -> CachedResponse | None:
         """Synchronous lookup: the entry, or None when absent or past its stale windows."""
-        item = self._entries.get(key)
-        if item is None:
-            return None
-        entry = item[0]
-        if self._clock() >= entry.drop_at:
-            self._remove(key)
-            return None
-        self._entries.move_to_end(key)
-        return entry
+        return self.peek(key, self._clock())[0]
 
     def peek(self, key: str, now: float) -> Answer:
         """See `Store.peek`: this store always answers without I/O (one generation)."""
-        return self.get_now(key), 0
+        item = self._entries.get(key)
+        if item is None:
+            return None, 0
+        entry = item[0]
+        if now >= entry.drop_at:
+            self._remove(key)
+            return None, 0
+        self._entries.move_to_end(key)
+        return entry, 0
 
     async def get(self, key: str) -> tuple[CachedResponse | None, int]:
         """See `Store.get`; this store has a single generation."""
