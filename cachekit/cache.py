@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from aiohttp.web import UrlDispatcher
 
 from cachekit import policy
-from cachekit.backends.base import UNKNOWN_GENERATION, Answer, Store, StoreError
+from cachekit.backends.base import UNKNOWN_GENERATION, Answer, Store, StoreError, WriteRefused
 from cachekit.backends.memory import MemoryStore
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import FillOutcome, Flights
@@ -50,6 +50,7 @@ Counter = Literal[
     "refreshes",
     "refresh_errors",
     "stale_if_error",
+    "write_refusals",
 ]
 
 
@@ -70,6 +71,7 @@ class CacheStats:
     refreshes: int = 0
     refresh_errors: int = 0
     stale_if_error: int = 0
+    write_refusals: int = 0
 
 
 class Cache:
@@ -98,6 +100,7 @@ class Cache:
         self._flights = Flights()
         self._counters = CacheStats()
         self._damage_log = RateLimitedLog()
+        self._refusal_log = RateLimitedLog()
         #: Fill locks whose holder stopped answering, until when (loop time) they may remain.
         self._stuck_locks: dict[str, float] = {}
         #: Request headers each handler's responses were seen to vary on (by handler name).
@@ -295,6 +298,12 @@ class Cache:
         try:
             async with asyncio.timeout(self.settings.redis_timeout):
                 result = await operation
+        except WriteRefused as exc:
+            # The store is up and still answers lookups: skip this write, keep the breaker
+            # closed so that reads go on.
+            self._counters.write_refusals += 1
+            self._refusal_log.warning("cache store refused a write (not stored): %s", exc)
+            return failed
         except (StoreError, TimeoutError) as exc:
             self._failed(exc)
             return failed

@@ -19,6 +19,11 @@ class StoreError(Exception):
     """A store operation failed (connection lost, timeout, damaged data). Never fatal."""
 
 
+class WriteRefused(StoreError):
+    """The store answered but refused a write (Redis out of memory under `noeviction`, a
+    read-only replica): it is up, and lookups still work."""
+
+
 class Store(Protocol):
     """Where entries live. Keys are logical cache keys; the store adds its own prefixes.
 
