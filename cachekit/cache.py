@@ -36,6 +36,9 @@ ADMIN_TIMEOUT: Final = 30.0
 PUBLISHED_COUNTERS: Final = ("hits", "stale_hits", "misses", "stores", "bypasses", "errors")
 #: Fill locks remembered as stuck (their holder stopped answering), at most.
 STUCK_LOCKS_KEPT: Final = 1024
+#: Bounds on the request headers learned per handler from responses' Vary.
+LEARNED_VARY_MAX_NAMES: Final = 16
+VARY_NAME_MAX_CHARS: Final = 64
 Counter = Literal[
     "hits",
     "stale_hits",
@@ -358,14 +361,20 @@ class Cache:
 
     def learn_vary(
         self, handler: str, declared: tuple[str, ...], names: Iterable[str]
-    ) -> tuple[str, ...]:
+    ) -> tuple[str, ...] | None:
         """Remember that a handler's responses vary on `names` (Django's learn step).
 
         Learned names follow the declared ones in sorted order, so every process that
-        learns the same set builds the same keys.
+        learns the same set builds the same keys. None (nothing learned: do not store)
+        when that would pass `LEARNED_VARY_MAX_NAMES` names or `VARY_NAME_MAX_CHARS`
+        characters a name: what a process remembers per handler stays bounded.
         """
         current = self.vary_names(handler, declared)
         learned = set(current[len(declared) :]) | (set(names) - set(declared))
+        if len(learned) > LEARNED_VARY_MAX_NAMES or any(
+            len(name) > VARY_NAME_MAX_CHARS for name in learned
+        ):
+            return None
         result = declared + tuple(sorted(learned))
         if result != current:
             self._learned_vary[handler] = result

@@ -37,6 +37,8 @@ async def look_up(
         return key, answer
     names = policy.vary_names(policy.header_values(stub.headers, "Vary"))
     learned = cache.learn_vary(spec.name, spec.vary, names)
+    if learned is None:  # more than this process will remember: not served, not stored
+        return key, (None, UNKNOWN_GENERATION)
     variant = keys.request_key(base, request, learned, cache.settings.max_key_length)
     if variant == key:
         return key, (None, answer[1])

@@ -85,7 +85,11 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     )
     key = job.key
     if decision.allowed:
-        vary, key = await _learn_vary(job, facts)
+        learned = await _learn_vary(job, facts)
+        if learned is None:
+            decision = policy.Decision(False, "vary-limit")
+        else:
+            vary, key = learned
     try:
         tags = cache.tag_names(
             [
@@ -127,14 +131,18 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     return Stored(f"fwd=miss; detail={reason}", shared, key, vary)
 
 
-async def _learn_vary(job: Job, facts: policy.ResponseFacts) -> tuple[tuple[str, ...], str]:
+async def _learn_vary(
+    job: Job, facts: policy.ResponseFacts
+) -> tuple[tuple[str, ...], str] | None:
     """Key the entry on every header its response varies on; leave a stub where other
-    processes (which have not learned yet) will look."""
+    processes (which have not learned yet) will look. None: too many names to learn."""
     cache, spec = job.cache, job.spec
     known = cache.vary_names(spec.name, spec.vary)
     if set(facts.vary) <= set(known):
         return known, job.key
     learned = cache.learn_vary(spec.name, spec.vary, facts.vary)
+    if learned is None:
+        return None
     key = job.key_for(learned)
     if cache.store.remote and key != job.key:
         stub = CachedResponse(

@@ -113,3 +113,29 @@ async def test_the_fill_registry_is_behind_methods() -> None:
     await asyncio.sleep(0)
     assert cache.running_fill("k") is None
     await cache.close()
+
+
+def test_learned_vary_is_bounded_per_handler() -> None:
+    cache = Cache(settings())
+    few = [f"x-h{n}" for n in range(16)]
+    assert cache.learn_vary("h", ("host",), few) == ("host", *sorted(few))
+    assert cache.learn_vary("h", ("host",), ["x-one-more"]) is None  # 17 learned names
+    assert cache.learn_vary("other", (), ["x-" + "a" * 64]) is None  # a name too long
+    assert cache.vary_names("h", ("host",)) == ("host", *sorted(few))
+
+
+async def test_a_response_varying_on_too_many_headers_is_not_stored(aiohttp_client: Any) -> None:
+    @cached(ttl=60)
+    async def page(request: web.Request) -> web.Response:
+        vary = ", ".join(f"X-H{n}" for n in range(20))
+        return web.Response(text="page", headers={"Vary": vary})
+
+    app = web.Application()
+    app.router.add_get("/p", page)
+    cache = setup_cache(app, settings())
+    client = await aiohttp_client(app)
+    for _ in range(2):
+        response = await client.get("/p")
+        assert response.headers["X-Cache"] == "MISS"
+        assert "detail=vary-limit" in response.headers["Cache-Status"]
+    assert cache.stats()["stores"] == 0
