@@ -4,6 +4,7 @@
 #   make test                 lint + type-check + pytest (PYTEST_ARGS="-k foo -x")
 #   make demo                 run the demo app (in-process store by default)
 #   make bench                run the benchmarks (python -m bench)
+#   make chaos                faults under load: Redis killed, frozen, full (python -m bench.chaos)
 #   make lint                 ruff + mypy only
 #   make clean                remove .venv and caches
 
@@ -15,9 +16,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: test lint demo bench clean venv
+.PHONY: test lint demo bench chaos clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
