@@ -10,6 +10,7 @@ from typing import Final
 
 from aiohttp import web
 
+from cachekit import overrides
 from cachekit.backends.base import Store
 from cachekit.backends.cluster import ClusterStore
 from cachekit.backends.memory import MemoryStore
@@ -74,7 +75,12 @@ def setup_cache(
     app's cleanup; `store` lets tests inject one.
     """
     resolved = settings if settings is not None else load_settings()
-    cache = Cache(resolved, store if store is not None else build_store(resolved))
+    if overrides.forced_settings:  # set by cachekit.testing's fixtures only
+        resolved = resolved.model_copy(update=overrides.forced_settings)
+    attached = store if store is not None else build_store(resolved)
+    if overrides.wrap_store is not None:
+        attached = overrides.wrap_store(attached)
+    cache = Cache(resolved, attached)
     cache.router = app.router
     app[CACHE_APP_KEY] = cache
     receiver = None

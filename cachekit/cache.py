@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from aiohttp.web import UrlDispatcher
 
-from cachekit import policy
+from cachekit import overrides, policy
 from cachekit.backends.base import UNKNOWN_GENERATION, Answer, Store, StoreError, WriteRefused
 from cachekit.backends.memory import MemoryStore
 from cachekit.entry import CachedResponse, CorruptEntry
@@ -88,16 +87,21 @@ class Cache:
         self,
         settings: CacheSettings,
         store: Store | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
+        #: Wall-clock seconds for TTLs and `Age` (`overrides.wall` unless given).
+        self.clock: Callable[[], float] = clock if clock is not None else overrides.wall
         self.store: Store = (
             store
             if store is not None
-            else MemoryStore(settings.memory_max_bytes, max_variants=settings.max_variants)
+            else MemoryStore(
+                settings.memory_max_bytes, clock=self.clock, max_variants=settings.max_variants
+            )
         )
-        self.clock = clock
-        self.breaker = CircuitBreaker(settings.failure_threshold, settings.failure_cooldown)
+        self.breaker = CircuitBreaker(
+            settings.failure_threshold, settings.failure_cooldown, clock=overrides.monotonic
+        )
         #: The app's router, set by `setup_cache`, to find a handler's route for purges.
         self.router: UrlDispatcher | None = None
         self._flights = Flights()

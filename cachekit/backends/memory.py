@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from cachekit import overrides
 from cachekit.backends.base import Answer
 from cachekit.entry import CachedResponse
 
@@ -35,14 +36,14 @@ class MemoryStore:
     def __init__(
         self,
         max_bytes: int,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         max_variants: int = 32,
         purge_window: float = 90.0,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_variants = max_variants
         self._variants: dict[str, set[str]] = {}
-        self._clock = clock
+        self._clock = clock if clock is not None else overrides.wall
         self._entries: OrderedDict[str, tuple[CachedResponse, int]] = OrderedDict()
         self._tags: dict[str, set[str]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
