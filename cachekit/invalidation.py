@@ -30,8 +30,8 @@ def unsafe_method_receiver(
     unsafe request, before the response is sent.
 
     A signal rather than a middleware: aiohttp runs a middleware around every request at
-    several times the cost (measured with callgrind: ~18k against ~3k instructions per
-    request), and the signal sees the final status, also of a raised HTTPException.
+    several times the cost (bench/README.md), and the signal sees the final status, also
+    of a raised HTTPException.
     `invalidate_tags(request)` returns the cache's `invalidate_tags`, or None when no cache
     applies. Same-origin Location and Content-Location targets are purged too.
     """

@@ -13,9 +13,8 @@ from cachekit.entry import CachedResponse
 
 # CPython cost of one stored entry beyond its raw bytes: the entry object, its tuples and
 # strings, the dict slots, the key, and the allocator's slack around them. Calibrated with
-# bench/memory_footprint.py so that resident memory (RSS, 100,000 entries of 256 B bodies)
-# stays within memory_max_bytes: 360 B undercounted by ~180 B of objects, 560 B by ~180 B
-# of allocator slack.
+# bench/memory_footprint.py so that resident memory stays within memory_max_bytes (the
+# figures are in bench/README.md).
 ENTRY_OVERHEAD: Final = 760
 HEADER_OVERHEAD: Final = 130
 TAG_OVERHEAD: Final = 110
