@@ -1,0 +1,108 @@
+"""Several gunicorn workers on one Redis: a cold key is filled once across them, and a
+purge through one worker is seen by the other (README, "Deployment")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis
+
+from tests.gunicorn_app import RUNS_KEY
+from tests.redis_servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["aiohttp.GunicornWebWorker", "aiohttp.GunicornUVLoopWebWorker"])
+def workers(request: pytest.FixtureRequest, real_redis_url: str) -> Iterator[str]:
+    """Two gunicorn workers of tests.gunicorn_app on one free port; their base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEKIT_")}
+    env.update(
+        CACHEKIT_REDIS_URL=real_redis_url,
+        CACHEKIT_NAMESPACE="gunicorn",
+        PYTHONPATH=str(ROOT),
+    )
+    command = [sys.executable, "-m", "gunicorn", "tests.gunicorn_app:create_app"]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    command += [
+        "--worker-class",
+        request.param,
+        "--graceful-timeout",
+        "5",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(_wait_for_both_workers(base))
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _wait_for_both_workers(base: str) -> None:
+    pids: set[str] = set()
+    deadline = time.monotonic() + 20
+    async with aiohttp.ClientSession() as session:
+        while len(pids) < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"two gunicorn workers did not answer (saw {pids})")
+            try:
+                # A new connection each time, so the kernel spreads them over both workers.
+                async with session.get(f"{base}/pid", headers={"Connection": "close"}) as r:
+                    pids.add(await r.text())
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+
+
+async def _get_many(base: str, path: str, count: int) -> list[tuple[str, str]]:
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> tuple[str, str]:
+            async with session.get(base + path, headers={"Connection": "close"}) as response:
+                assert response.status == 200
+                return await response.text(), response.headers["X-Cache"]
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def test_a_cold_key_is_filled_once_across_workers(workers: str, real_redis_url: str) -> None:
+    counter = redis.Redis.from_url(real_redis_url)
+    answers = asyncio.run(_get_many(workers, "/items/7", 40))
+    assert int(counter.get(RUNS_KEY) or 0) == 1, "one fill for both workers"
+    assert {text for text, _ in answers} == {"item 7 run 1"}
+    assert {status for _, status in answers} <= {"MISS", "HIT"}
+
+
+def test_a_purge_through_one_worker_reaches_the_other(workers: str, real_redis_url: str) -> None:
+    counter = redis.Redis.from_url(real_redis_url)
+
+    async def scenario() -> list[str]:
+        await _get_many(workers, "/items/8", 1)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{workers}/purge/8") as response,
+        ):
+            assert await response.text() == "1"
+        # Fresh connections: the answers come from both workers.
+        return [text for text, _ in await _get_many(workers, "/items/8", 10)]
+
+    texts = asyncio.run(scenario())
+    assert "item 8 run 1" not in texts, "nobody serves the purged copy"
+    assert int(counter.get(RUNS_KEY) or 0) >= 2
