@@ -7,13 +7,13 @@ no aiohttp. `serving.py` executes what they decide.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from cachekit.entry import CachedResponse
+from cachekit.http_dates import parse_http_date
 
 CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD"})
 #: RFC 9110 §9.2.1: every other method is unsafe and invalidates (RFC 9111 §4.4).
@@ -118,17 +118,6 @@ def delta_seconds(value: str | None) -> int | None:
     return int(value)
 
 
-def parse_http_date(value: str | None) -> float | None:
-    """An HTTP-date as a POSIX timestamp, or None when absent or malformed."""
-    if not value:
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return parsed.timestamp()
-
-
 def admit(method: str, has_authorization: bool, authorization_is_keyed: bool) -> Decision:
     """May this request be answered from (and fill) the cache?"""
     if method not in CACHEABLE_METHODS:
@@ -228,11 +217,12 @@ def declared_ttl(facts: ResponseFacts, now: float) -> float | None:
             if seconds is not None:
                 return float(seconds)
     if facts.expires:
-        expires_at = parse_http_date(facts.expires[0])
-        # An invalid Expires (e.g. "0") means already expired (RFC 9111 §5.3).
+        # An invalid Expires (e.g. "0", another format, two lines) means already expired
+        # (RFC 9111 §5.3).
+        expires_at = parse_http_date(facts.expires[0], now) if len(facts.expires) == 1 else None
         if expires_at is None:
             return 0.0
-        date = parse_http_date(facts.date)
+        date = parse_http_date(facts.date, now)
         if date is None:
             date = now
         return max(0.0, expires_at - date)
@@ -291,7 +281,9 @@ def received_age(lines: Sequence[tuple[str, str]]) -> float:
 
 
 def _received_age(facts: ResponseFacts) -> float:
-    seconds = delta_seconds(facts.age.strip()) if facts.age is not None else None
+    # A list (`Age: 7200, 0`) or several lines: the first value counts (RFC 9111 §5.1).
+    first = facts.age.split(",", 1)[0].strip() if facts.age is not None else None
+    seconds = delta_seconds(first)
     return float(seconds) if seconds is not None else 0.0
 
 

@@ -131,9 +131,7 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     return Stored(f"fwd=miss; detail={reason}", shared, key, vary)
 
 
-async def _learn_vary(
-    job: Job, facts: policy.ResponseFacts
-) -> tuple[tuple[str, ...], str] | None:
+async def _learn_vary(job: Job, facts: policy.ResponseFacts) -> tuple[tuple[str, ...], str] | None:
     """Key the entry on every header its response varies on; leave a stub where other
     processes (which have not learned yet) will look. None: too many names to learn."""
     cache, spec = job.cache, job.spec

@@ -321,9 +321,10 @@ class TestResponseTtl:
     def test_invalid_expires_means_already_expired(self, bad: str) -> None:
         assert response_ttl([("Expires", bad)], NOW) == 0.0
 
-    def test_first_expires_line_is_used(self) -> None:
+    def test_two_expires_lines_are_invalid_so_already_expired(self) -> None:
+        # RFC 9111 §5.3: a cache recipient MUST interpret invalid Expires as in the past.
         lines = [("Expires", http_date(NOW + 10)), ("Expires", http_date(NOW + 999))]
-        assert response_ttl(lines, NOW) == 10.0
+        assert response_ttl(lines, NOW) == 0.0
 
     def test_date_at_the_epoch_is_still_a_date(self) -> None:
         lines = [("Date", http_date(0)), ("Expires", http_date(60))]
