@@ -342,6 +342,7 @@ class Cache:
             default_stale_ttl=settings.stale_ttl,
             stale_if_error=spec.stale_if_error,
             default_stale_if_error=settings.stale_if_error,
+            heuristic_max_ttl=settings.heuristic_max_ttl if settings.heuristic_freshness else None,
         )
 
     def emits_cache_control(self, spec: HandlerSpec) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from cachekit.directives import header_values
 from cachekit.http_dates import parse_http_date
-from cachekit.policy import header_values
 
 # RFC 9110 §15.4.5: the fields a 304 carries over from the response it stands for.
 NOT_MODIFIED_FIELDS: Final = frozenset(

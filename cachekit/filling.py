@@ -10,7 +10,7 @@ from typing import Final
 
 from aiohttp import web
 
-from cachekit import keys, policy
+from cachekit import directives, keys
 from cachekit.backends.base import UNKNOWN_GENERATION, Answer
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
@@ -35,7 +35,7 @@ async def look_up(
     stub = answer[0]
     if stub is None or not stub.vary_stub:
         return key, answer
-    names = policy.vary_names(policy.header_values(stub.headers, "Vary"))
+    names = directives.vary_names(directives.header_values(stub.headers, "Vary"))
     learned = cache.learn_vary(spec.name, spec.vary, names)
     if learned is None:  # more than this process will remember: not served, not stored
         return key, (None, UNKNOWN_GENERATION)

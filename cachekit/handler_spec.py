@@ -51,6 +51,8 @@ class HandlerSpec:
     authorization_keyed: bool = False
     #: The base key in one call, for templates and default keys (None: a key callable).
     sync_key: Callable[[web.Request], str] | None = None
+    #: Whether the decorator named `statuses` (then only those are stored).
+    statuses_declared: bool = False
 
     @classmethod
     def build(
@@ -111,6 +113,7 @@ class HandlerSpec:
             honor_request_cache_control=honor_request_cache_control,
             authorization_keyed="authorization" in vary_names or key is not None,
             sync_key=sync_key,
+            statuses_declared=statuses is not None,
         )
 
     async def base_key(self, request: web.Request) -> str:

@@ -8,10 +8,17 @@ no aiohttp. `serving.py` executes what they decide.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from cachekit.directives import (
+    delta_seconds,
+    header_values,
+    parse_cache_control,
+    targeted_directives,
+    vary_names,
+)
 from cachekit.entry import CachedResponse
 from cachekit.http_dates import parse_http_date
 
@@ -19,23 +26,6 @@ CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD"})
 #: RFC 9110 §9.2.1: every other method is unsafe and invalidates (RFC 9111 §4.4).
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 DEFAULT_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
-
-# RFC 9110 §7.6.1: connection-specific fields, never forwarded and so never stored.
-HOP_BY_HOP: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# Recomputed or added per response by aiohttp or by the cache itself.
-NOT_STORED: Final = frozenset({"content-length", "age", "x-cache"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,49 +65,6 @@ class Decision:
 ALLOWED: Final = Decision(True)
 
 
-def parse_cache_control(value: str | None) -> dict[str, str | None]:
-    """Parse a Cache-Control header into lower-case directive names and optional values."""
-    directives: dict[str, str | None] = {}
-    if not value:
-        return directives
-    for part in _split_commas(value):
-        name, sep, argument = part.partition("=")
-        name = name.strip().lower()
-        if not name:
-            continue
-        # A repeated directive keeps its first value (RFC 9111 §4.2.1: duplicates are invalid;
-        # the first is the conservative reading used by most caches).
-        directives.setdefault(name, argument.strip().strip('"') if sep else None)
-    return directives
-
-
-def _split_commas(value: str) -> list[str]:
-    # Commas inside quoted strings (e.g. no-cache="a, b") do not separate directives; with
-    # an unclosed quote every comma does, so a malformed value cannot hide a no-store.
-    if value.count('"') % 2:
-        return [part.strip() for part in value.split(",") if part.strip()]
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in value:
-        if char == '"':
-            quoted = not quoted
-        if char == "," and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return [part.strip() for part in parts if part.strip()]
-
-
-def delta_seconds(value: str | None) -> int | None:
-    """A non-negative integer directive argument (RFC 9111 §1.2.2), or None when malformed."""
-    if value is None or not value.isascii() or not value.isdigit():
-        return None
-    return int(value)
-
-
 def admit(method: str, has_authorization: bool, authorization_is_keyed: bool) -> Decision:
     """May this request be answered from (and fill) the cache?"""
     if method not in CACHEABLE_METHODS:
@@ -127,23 +74,6 @@ def admit(method: str, has_authorization: bool, authorization_is_keyed: bool) ->
         # unless the handler keyed on the credentials itself.
         return Decision(False, "authorization")
     return ALLOWED
-
-
-def vary_names(vary_values: Iterable[str]) -> list[str]:
-    """The lower-cased field names listed by one or more Vary header values."""
-    names: list[str] = []
-    for value in vary_values:
-        for part in value.split(","):
-            name = part.strip().lower()
-            if name and name not in names:
-                names.append(name)
-    return names
-
-
-def header_values(lines: Iterable[tuple[str, str]], name: str) -> list[str]:
-    """Every value of one header (case-insensitive name), in order."""
-    wanted = name.lower()
-    return [value for line_name, value in lines if line_name.lower() == wanted]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,36 +87,56 @@ class ResponseFacts:
     expires: tuple[str, ...]
     date: str | None
     age: str | None
+    last_modified: str | None = None
 
 
-def response_facts(status: int, lines: Sequence[tuple[str, str]]) -> ResponseFacts:
-    """Parse a response's caching headers once, for `storable` and `lifetime`."""
+def response_facts(
+    status: int, lines: Sequence[tuple[str, str]], targeted: str | None = None
+) -> ResponseFacts:
+    """Parse a response's caching headers once, for `storable` and `lifetime`. With
+    `targeted` (a field such as `CDN-Cache-Control`, RFC 9213), its directives replace
+    Cache-Control's when the response carries it and it is valid."""
     dates, ages = header_values(lines, "Date"), header_values(lines, "Age")
+    modified = header_values(lines, "Last-Modified")
+    cache_control = targeted_directives(lines, targeted) if targeted else None
+    if cache_control is None:
+        cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
     return ResponseFacts(
         status=status,
-        cache_control=parse_cache_control(", ".join(header_values(lines, "Cache-Control"))),
+        cache_control=cache_control,
         vary=tuple(vary_names(header_values(lines, "Vary"))),
         set_cookie=bool(header_values(lines, "Set-Cookie")),
         expires=tuple(header_values(lines, "Expires")),
         date=dates[0] if dates else None,
         age=ages[0] if ages else None,
+        last_modified=modified[0] if len(modified) == 1 else None,
     )
 
 
 def storable(
-    facts: ResponseFacts, *, statuses: frozenset[int], body_size: int, max_entry_bytes: int
+    facts: ResponseFacts,
+    *,
+    statuses: frozenset[int],
+    body_size: int,
+    max_entry_bytes: int,
+    statuses_declared: bool = False,
 ) -> Decision:
     """May this response be stored?
 
+    `statuses` (declared on the decorator, or cachekit's defaults) are stored; with the
+    defaults, so is any final status the response gives explicit freshness (RFC 9111 §3).
     A response that varies on named request headers is storable: the cache learns the
     names and keys the entry on their values. `Vary: *` can never match again.
     """
-    if facts.status not in statuses:
+    if facts.status not in statuses and (statuses_declared or not _explicitly_fresh(facts)):
         return Decision(False, "status")
     if facts.set_cookie:
         return Decision(False, "set-cookie")
+    cache_control = facts.cache_control
     for directive in ("no-store", "private", "no-cache"):
-        if directive in facts.cache_control:
+        if directive in cache_control:
+            if directive == "no-store" and _understood_despite_no_store(facts):
+                continue
             return Decision(False, directive)
     if "*" in facts.vary:
         return Decision(False, "vary-star")
@@ -206,6 +156,24 @@ def storable_decision(
     """`storable` for raw header lines."""
     facts = response_facts(status, lines)
     return storable(facts, statuses=statuses, body_size=body_size, max_entry_bytes=max_entry_bytes)
+
+
+#: Statuses whose caching rules cachekit implements (RFC 9111 §5.2.2.3 must-understand).
+UNDERSTOOD_STATUSES: Final = DEFAULT_STATUSES
+
+
+def _explicitly_fresh(facts: ResponseFacts) -> bool:
+    # A final status, not a partial or a validation answer (cachekit stores neither).
+    if facts.status < 200 or facts.status in (206, 304):
+        return False
+    cache_control = facts.cache_control
+    return bool(facts.expires) or any(
+        delta_seconds(cache_control.get(name)) is not None for name in ("s-maxage", "max-age")
+    )
+
+
+def _understood_despite_no_store(facts: ResponseFacts) -> bool:
+    return "must-understand" in facts.cache_control and facts.status in UNDERSTOOD_STATUSES
 
 
 def declared_ttl(facts: ResponseFacts, now: float) -> float | None:
@@ -245,22 +213,6 @@ def resolve_ttl(
         if candidate is not None:
             return max(0.0, candidate)
     return max(0.0, default_ttl)
-
-
-def connection_listed(connection_values: Iterable[str]) -> frozenset[str]:
-    """Header names that a Connection header marks as hop-by-hop for this message."""
-    return frozenset(vary_names(connection_values))
-
-
-def storable_headers(lines: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The header lines worth storing: end-to-end ones, in order, repeats kept."""
-    materialised = list(lines)
-    dropped = (
-        HOP_BY_HOP
-        | NOT_STORED
-        | connection_listed(value for name, value in materialised if name.lower() == "connection")
-    )
-    return [(name, value) for name, value in materialised if name.lower() not in dropped]
 
 
 def revalidation_required(lines: Sequence[tuple[str, str]]) -> bool:
@@ -313,6 +265,8 @@ class Configured:
     default_stale_ttl: float
     stale_if_error: float | None
     default_stale_if_error: float
+    #: Longest heuristic freshness; None: no heuristic (RFC 9111 §4.2.2).
+    heuristic_max_ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,10 +294,25 @@ def lifetime(facts: ResponseFacts, configured: Configured, now: float) -> Lifeti
     )
     if _no_stale_serving(facts):
         grace = if_error = 0.0
-    ttl = resolve_ttl(
-        configured.ttl_override, configured.ttl, declared_ttl(facts, now), configured.default_ttl
-    )
+    declared = declared_ttl(facts, now)
+    if declared is None and configured.heuristic_max_ttl is not None:
+        declared = heuristic_ttl(facts, configured.heuristic_max_ttl, now)
+    ttl = resolve_ttl(configured.ttl_override, configured.ttl, declared, configured.default_ttl)
     return Lifetime(now - _received_age(facts), ttl, grace, if_error)
+
+
+def heuristic_ttl(facts: ResponseFacts, max_ttl: float, now: float) -> float | None:
+    """10 % of `Date - Last-Modified`, at most `max_ttl`, for a response without explicit
+    freshness whose status is cacheable by default or which is marked `public` (RFC 9111
+    §4.2.2); None when it has no valid Last-Modified."""
+    if facts.status not in DEFAULT_STATUSES and "public" not in facts.cache_control:
+        return None
+    modified = parse_http_date(facts.last_modified, now)
+    if modified is None:
+        return None
+    date = parse_http_date(facts.date, now)
+    elapsed = (now if date is None else date) - modified
+    return min(max(0.0, 0.1 * elapsed), max_ttl)
 
 
 class Freshness(enum.Enum):

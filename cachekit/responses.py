@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, MutableMultiMapping, istr
 
-from cachekit import conditional, policy
+from cachekit import conditional, directives
 from cachekit.entry import CachedResponse, body_etag, header_name
 from cachekit.hit_response import HitResponse, Wire, build_wire, header_version
 
@@ -63,12 +63,14 @@ def to_entry(
     The entry always carries a strong ETag (the handler's, or a hash of the body, equal in
     every process) and the origin `Date`, so hits report when the response was made.
     """
-    headers = [line for line in policy.storable_headers(lines) if line[0].lower() != "cache-tag"]
-    etags = policy.header_values(headers, "ETag")
+    headers = [
+        line for line in directives.storable_headers(lines) if line[0].lower() != "cache-tag"
+    ]
+    etags = directives.header_values(headers, "ETag")
     if not etags:
         etags = [body_etag(body)]
         headers.append(("ETag", etags[0]))
-    if not policy.header_values(headers, "Date"):
+    if not directives.header_values(headers, "Date"):
         headers.append(("Date", formatdate(stored_at, usegmt=True)))
     return CachedResponse(
         status=status,
@@ -240,8 +242,8 @@ _X_CACHE: Final = istr(X_CACHE)
 
 
 def _declares_freshness(stored: tuple[tuple[str, str], ...]) -> bool:
-    return bool(policy.header_values(stored, "Cache-Control")) or bool(
-        policy.header_values(stored, "Expires")
+    return bool(directives.header_values(stored, "Cache-Control")) or bool(
+        directives.header_values(stored, "Expires")
     )
 
 

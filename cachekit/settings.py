@@ -105,6 +105,24 @@ class CacheSettings(BaseSettings):
         default=False,
         description="Add `Cache-Control: public, max-age=<remaining>` when the handler set none.",
     )
+    heuristic_freshness: bool = Field(
+        default=False,
+        description=(
+            "A response with Last-Modified and no freshness of its own (nor a TTL from the"
+            " settings or the decorator) is fresh for 10 % of Date - Last-Modified."
+        ),
+    )
+    heuristic_max_ttl: Seconds = Field(
+        default=86400.0, description="Longest heuristic freshness (RFC 9111 §4.2.2)."
+    )
+    targeted_cache_control: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+        description=(
+            "A targeted Cache-Control field (RFC 9213, e.g. CDN-Cache-Control) whose valid"
+            " directives replace Cache-Control for cachekit's own decisions."
+        ),
+    )
     honor_request_cache_control: bool = Field(
         default=False,
         description="Act on the request's no-cache, no-store, max-age and only-if-cached.",

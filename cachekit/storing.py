@@ -76,10 +76,11 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     if body is None:
         return Stored("fwd=miss; detail=streaming", None, job.key, vary)
     lines = header_lines(response)
-    facts = policy.response_facts(response.status, lines)
+    facts = policy.response_facts(response.status, lines, cache.settings.targeted_cache_control)
     decision = policy.storable(
         facts,
         statuses=spec.statuses,
+        statuses_declared=spec.statuses_declared,
         body_size=len(body),
         max_entry_bytes=cache.settings.max_entry_bytes,
     )

@@ -7,7 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
-from cachekit.policy import header_values
+from cachekit.directives import header_values
 
 RUNTIME_TAGS: Final = web.RequestKey("cachekit_runtime_tags", list[str])
 

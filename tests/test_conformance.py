@@ -455,6 +455,28 @@ async def test_rfc9111_3_status_codes(rig: Rig, status: int, stored: bool) -> No
         assert second.body == b"/st #2"
 
 
+@pytest.mark.parametrize("status", [302, 307, 400, 503])
+async def test_rfc9111_3_any_final_status_with_explicit_freshness_is_stored(
+    rig: Rig, status: int
+) -> None:
+    """RFC 9111 §3: a response of any final status may be stored when it carries explicit
+    freshness (here max-age); the allow-list only covers responses without it."""
+    rig.origin.on("/fresh-status", respond(status, headers={"Cache-Control": "max-age=60"}))
+    first = await rig.get("/fresh-status")
+    second = await rig.get("/fresh-status")
+    assert first.status == second.status == status
+    assert_stored(first, second)
+    assert rig.origin.count("/fresh-status") == 1
+
+
+async def test_rfc9111_5_2_2_3_must_understand_overrides_no_store(rig: Rig) -> None:
+    """RFC 9111 §5.2.2.3: a cache that understands the status may store a response with
+    must-understand despite no-store."""
+    lines = {"Cache-Control": "max-age=60, must-understand, no-store"}
+    rig.origin.on("/must-understand", respond(200, headers=lines))
+    assert_stored(await rig.get("/must-understand"), await rig.get("/must-understand"))
+
+
 # ==================================================================== RFC 9111 §3.5 Authorization
 
 

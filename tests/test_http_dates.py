@@ -94,3 +94,14 @@ class TestThroughThePolicy:
     def test_the_first_age_of_a_list_counts(self, age: str, seconds: float) -> None:
         assert policy.received_age([("Age", age)]) == seconds
         assert policy.received_age([("Age", age), ("Age", "1")]) == seconds
+
+
+class TestExamples:
+    def test_parse_http_date_formats(self) -> None:
+        expected = 784111777.0
+        assert parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == expected
+        assert parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT") == expected
+
+    @pytest.mark.parametrize("value", [None, "", "0", "-1", "yesterday", "Sun, 99 Foo 1994"])
+    def test_parse_http_date_rejects_garbage(self, value: str | None) -> None:
+        assert parse_http_date(value) is None

@@ -14,16 +14,9 @@ from cachekit.policy import (
     DEFAULT_STATUSES,
     Decision,
     admit,
-    connection_listed,
-    delta_seconds,
-    header_values,
-    parse_cache_control,
-    parse_http_date,
     resolve_ttl,
     response_ttl,
     storable_decision,
-    storable_headers,
-    vary_names,
 )
 
 NOW = 1_700_000_000.0
@@ -48,102 +41,6 @@ def storable(
         body_size=body_size,
         max_entry_bytes=max_entry_bytes,
     )
-
-
-# ------------------------------------------------------------------ Cache-Control parsing
-
-
-class TestParseCacheControl:
-    @pytest.mark.parametrize("value", [None, "", "   ", ",", " , ,"])
-    def test_empty_values_give_no_directives(self, value: str | None) -> None:
-        assert parse_cache_control(value) == {}
-
-    def test_names_are_lower_cased_and_values_kept(self) -> None:
-        assert parse_cache_control("Public, MAX-AGE=60, No-Transform") == {
-            "public": None,
-            "max-age": "60",
-            "no-transform": None,
-        }
-
-    def test_whitespace_around_names_and_values_is_ignored(self) -> None:
-        assert parse_cache_control("  max-age = 30 ,\tpublic  ") == {
-            "max-age": "30",
-            "public": None,
-        }
-
-    def test_quoted_values_are_unquoted(self) -> None:
-        assert parse_cache_control('max-age="120"') == {"max-age": "120"}
-
-    def test_commas_inside_quotes_do_not_split_directives(self) -> None:
-        parsed = parse_cache_control('no-cache="Set-Cookie, X-Foo", max-age=5')
-        assert parsed == {"no-cache": "Set-Cookie, X-Foo", "max-age": "5"}
-
-    def test_value_case_is_preserved(self) -> None:
-        assert parse_cache_control('private="X-Secret"') == {"private": "X-Secret"}
-
-    def test_empty_argument_differs_from_no_argument(self) -> None:
-        assert parse_cache_control("max-age=") == {"max-age": ""}
-        assert parse_cache_control("max-age") == {"max-age": None}
-
-    def test_only_the_first_equals_sign_splits(self) -> None:
-        assert parse_cache_control("ext=a=b") == {"ext": "a=b"}
-
-    def test_nameless_parts_are_skipped(self) -> None:
-        assert parse_cache_control("=5, public") == {"public": None}
-
-    @given(
-        st.lists(
-            st.tuples(
-                st.from_regex(r"[a-z][a-z-]{0,10}", fullmatch=True),
-                st.none() | st.from_regex(r"[0-9]{1,6}", fullmatch=True),
-            ),
-            max_size=6,
-            unique_by=lambda pair: pair[0],
-        )
-    )
-    def test_round_trip_of_generated_directives(
-        self, directives: list[tuple[str, str | None]]
-    ) -> None:
-        text = ", ".join(name if value is None else f"{name}={value}" for name, value in directives)
-        assert parse_cache_control(text.upper()) == dict(directives)
-
-
-class TestSmallHelpers:
-    @pytest.mark.parametrize(
-        ("value", "expected"),
-        [("0", 0), ("60", 60), ("007", 7), ("31536000", 31536000)],
-    )
-    def test_delta_seconds_accepts_digits(self, value: str, expected: int) -> None:
-        assert delta_seconds(value) == expected
-
-    @pytest.mark.parametrize("value", [None, "", "-1", "+5", "1.5", "abc", " 5", "5s", "٣", "1e3"])
-    def test_delta_seconds_rejects_malformed(self, value: str | None) -> None:
-        assert delta_seconds(value) is None
-
-    def test_parse_http_date_formats(self) -> None:
-        expected = 784111777.0
-        assert parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == expected
-        assert parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT") == expected
-
-    @pytest.mark.parametrize("value", [None, "", "0", "-1", "yesterday", "Sun, 99 Foo 1994"])
-    def test_parse_http_date_rejects_garbage(self, value: str | None) -> None:
-        assert parse_http_date(value) is None
-
-    def test_header_values_is_case_insensitive_and_ordered(self) -> None:
-        lines = [("Vary", "a"), ("X", "1"), ("vary", "b"), ("VARY", "c")]
-        assert header_values(lines, "vAry") == ["a", "b", "c"]
-        assert header_values(lines, "missing") == []
-
-    def test_vary_names_lowercases_and_deduplicates(self) -> None:
-        assert vary_names(["Accept-Encoding, ACCEPT-language", " accept-encoding ,,", ""]) == [
-            "accept-encoding",
-            "accept-language",
-        ]
-
-    def test_connection_listed(self) -> None:
-        assert connection_listed(["close, X-Hop", "Keep-Alive"]) == frozenset(
-            {"close", "x-hop", "keep-alive"}
-        )
 
 
 # ------------------------------------------------------------------ storable_decision
@@ -448,75 +345,6 @@ class TestRequestDirectives:
         assert policy.request_directives("public, foo=bar") == policy.NO_DIRECTIVES
 
 
-# ------------------------------------------------------------------ storable_headers
-
-
-class TestStorableHeaders:
-    @pytest.mark.parametrize(
-        "name",
-        sorted(policy.HOP_BY_HOP | policy.NOT_STORED),
-    )
-    def test_hop_by_hop_and_recomputed_headers_are_dropped(self, name: str) -> None:
-        for spelling in (name, name.upper(), name.title()):
-            kept = storable_headers([("Content-Type", "text/plain"), (spelling, "x")])
-            assert kept == [("Content-Type", "text/plain")]
-
-    def test_content_length_is_dropped(self) -> None:
-        lines = [("Content-Length", "12"), ("ETag", '"a"')]
-        assert storable_headers(lines) == [("ETag", '"a"')]
-
-    def test_connection_listed_headers_are_dropped(self) -> None:
-        lines = [
-            ("Connection", "close, X-Hop"),
-            ("X-Hop", "1"),
-            ("x-hop", "2"),
-            ("X-Kept", "3"),
-            ("connection", "X-Other"),
-            ("X-OTHER", "4"),
-        ]
-        assert storable_headers(lines) == [("X-Kept", "3")]
-
-    def test_repeats_and_order_and_spelling_are_kept(self) -> None:
-        lines = [
-            ("Link", "</a>; rel=preload"),
-            ("Content-Type", "text/html"),
-            ("link", "</b>; rel=preload"),
-            ("X-Thing", "é ünïcode"),
-            ("Link", "</c>; rel=preload"),
-        ]
-        assert storable_headers(lines) == lines
-
-    def test_accepts_a_generator(self) -> None:
-        lines = [("Connection", "x-a"), ("X-A", "1"), ("X-B", "2")]
-        assert storable_headers(line for line in lines) == [("X-B", "2")]
-
-    def test_empty(self) -> None:
-        assert storable_headers([]) == []
-
-    @given(
-        st.lists(
-            st.tuples(
-                st.sampled_from(
-                    ["Content-Type", "X-A", "x-b", "Connection", "Content-Length", "Age", "TE"]
-                ),
-                st.sampled_from(["1", "x-a", "X-B, te", ""]),
-            ),
-            max_size=12,
-        )
-    )
-    def test_result_is_an_ordered_subsequence_without_dropped_names(
-        self, lines: list[tuple[str, str]]
-    ) -> None:
-        kept = storable_headers(lines)
-        listed = connection_listed(v for n, v in lines if n.lower() == "connection")
-        dropped = policy.HOP_BY_HOP | policy.NOT_STORED | listed
-        assert kept == [line for line in lines if line[0].lower() not in dropped]
-
-
-def test_unclosed_quote_cannot_hide_no_store() -> None:
-    assert "no-store" in parse_cache_control('ext="oops, no-store')
-
-
 # ------------------------------------------------------------------ decision tables
 # The three decisions the request story executes, as tables: no server, no clock.
 
@@ -710,3 +538,144 @@ class TestResponseFacts:
             facts, statuses=DEFAULT_STATUSES, body_size=10, max_entry_bytes=1000
         )
         assert decision == expected
+
+
+class TestStatusesWithExplicitFreshness:
+    """RFC 9111 §3: any final status with explicit freshness may be stored; the decorator's
+    own `statuses=` still wins."""
+
+    @pytest.mark.parametrize("status", [302, 307, 400, 403, 500, 503])
+    @pytest.mark.parametrize(
+        "lines",
+        [[("Cache-Control", "max-age=30")], [("Cache-Control", "s-maxage=5")], [("Expires", "0")]],
+    )
+    def test_explicit_freshness_makes_any_final_status_storable(
+        self, status: int, lines: list[tuple[str, str]]
+    ) -> None:
+        facts = policy.response_facts(status, lines)
+        assert policy.storable(
+            facts, statuses=DEFAULT_STATUSES, body_size=1, max_entry_bytes=10
+        ).allowed
+
+    @pytest.mark.parametrize(
+        ("status", "lines"),
+        [
+            (302, []),  # no explicit freshness: the allow-list applies
+            (302, [("Cache-Control", "max-age=soon")]),  # an invalid max-age is none
+            (206, [("Cache-Control", "max-age=30")]),  # partial content is never stored
+            (304, [("Cache-Control", "max-age=30")]),
+            (101, [("Cache-Control", "max-age=30")]),
+        ],
+    )
+    def test_the_allow_list_applies_otherwise(
+        self, status: int, lines: list[tuple[str, str]]
+    ) -> None:
+        facts = policy.response_facts(status, lines)
+        decision = policy.storable(facts, statuses=DEFAULT_STATUSES, body_size=1, max_entry_bytes=9)
+        assert decision == Decision(False, "status")
+
+    def test_declared_statuses_win(self) -> None:
+        facts = policy.response_facts(302, [("Cache-Control", "max-age=30")])
+        decision = policy.storable(
+            facts,
+            statuses=frozenset({200}),
+            statuses_declared=True,
+            body_size=1,
+            max_entry_bytes=9,
+        )
+        assert decision == Decision(False, "status")
+
+
+class TestMustUnderstand:
+    """RFC 9111 §5.2.2.3: must-understand lets a cache that understands the status ignore
+    no-store."""
+
+    def test_an_understood_status_is_stored_despite_no_store(self) -> None:
+        facts = policy.response_facts(200, [("Cache-Control", "must-understand, no-store")])
+        decision = policy.storable(facts, statuses=DEFAULT_STATUSES, body_size=1, max_entry_bytes=9)
+        assert decision.allowed
+
+    @pytest.mark.parametrize("status", [299, 418])
+    def test_a_status_cachekit_does_not_understand_keeps_no_store(self, status: int) -> None:
+        lines = [("Cache-Control", "must-understand, no-store, max-age=60")]
+        facts = policy.response_facts(status, lines)
+        decision = policy.storable(facts, statuses=DEFAULT_STATUSES, body_size=1, max_entry_bytes=9)
+        assert decision == Decision(False, "no-store")
+
+    def test_no_store_alone_still_wins(self) -> None:
+        facts = policy.response_facts(200, [("Cache-Control", "no-store")])
+        decision = policy.storable(facts, statuses=DEFAULT_STATUSES, body_size=1, max_entry_bytes=9)
+        assert decision == Decision(False, "no-store")
+
+
+class TestHeuristicFreshness:
+    """RFC 9111 §4.2.2: 10 % of the time since Last-Modified, when asked and nothing else
+    gives a lifetime."""
+
+    DAY = 86400.0
+
+    def lines(self, modified_ago: float, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+        return [
+            ("Date", http_date(NOW)),
+            ("Last-Modified", http_date(NOW - modified_ago)),
+            *extra,
+        ]
+
+    def life(self, status: int, lines: list[tuple[str, str]], **configured: float) -> float:
+        settings = {"heuristic_max_ttl": self.DAY, "default_ttl": 300.0, **configured}
+        facts = policy.response_facts(status, lines)
+        return policy.lifetime(facts, _configured(**settings), NOW).ttl
+
+    def test_ten_percent_of_the_age_of_the_content(self) -> None:
+        assert self.life(200, self.lines(1000.0)) == 100.0
+
+    def test_at_most_the_maximum(self) -> None:
+        assert self.life(200, self.lines(100 * self.DAY)) == self.DAY
+
+    def test_explicit_freshness_and_configured_ttls_win(self) -> None:
+        assert self.life(200, self.lines(1000.0, ("Cache-Control", "max-age=7"))) == 7.0
+        assert self.life(200, self.lines(1000.0), ttl=5.0) == 5.0
+        assert self.life(200, self.lines(1000.0), ttl_override=3.0) == 3.0
+
+    def test_only_for_statuses_cacheable_by_default_or_public(self) -> None:
+        assert self.life(299, self.lines(1000.0)) == 300.0  # the default TTL
+        assert self.life(299, self.lines(1000.0, ("Cache-Control", "public"))) == 100.0
+
+    def test_without_a_valid_last_modified_the_default_applies(self) -> None:
+        assert self.life(200, [("Last-Modified", "yesterday")]) == 300.0
+        assert self.life(200, []) == 300.0
+
+    def test_off_unless_asked(self) -> None:
+        facts = policy.response_facts(200, self.lines(1000.0))
+        assert policy.lifetime(facts, _configured(), NOW).ttl == 300.0
+
+
+class TestTargetedCacheControl:
+    """RFC 9213: a targeted field's valid directives replace Cache-Control for the cache's
+    own decisions; an invalid one is ignored."""
+
+    def facts(self, *lines: tuple[str, str]) -> policy.ResponseFacts:
+        return policy.response_facts(200, list(lines), "CDN-Cache-Control")
+
+    def test_the_targeted_field_wins(self) -> None:
+        facts = self.facts(("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=600"))
+        assert facts.cache_control == {"max-age": "600"}
+        assert policy.declared_ttl(facts, NOW) == 600.0
+        storable = policy.storable(facts, statuses=DEFAULT_STATUSES, body_size=1, max_entry_bytes=9)
+        assert storable.allowed
+
+    @pytest.mark.parametrize(
+        "value",
+        ["max-age=60,", "Max-Age=60", "max-age=sixty=1", "max-age=1.2.3", "", 'max-age="60'],
+    )
+    def test_an_invalid_targeted_field_is_ignored(self, value: str) -> None:
+        facts = self.facts(("Cache-Control", "max-age=5"), ("CDN-Cache-Control", value))
+        assert facts.cache_control == {"max-age": "5"}
+
+    def test_structured_field_booleans_and_strings(self) -> None:
+        facts = self.facts(("CDN-Cache-Control", 'no-store=?0, private=?1, x="y z"'))
+        assert facts.cache_control == {"private": None, "x": "y z"}
+
+    def test_without_the_setting_the_field_is_not_read(self) -> None:
+        lines = [("Cache-Control", "max-age=5"), ("CDN-Cache-Control", "max-age=600")]
+        assert policy.response_facts(200, lines).cache_control == {"max-age": "5"}
