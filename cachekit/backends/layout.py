@@ -1,4 +1,17 @@
-"""Redis key names of one namespace (the layout documented in `redis.py`) and their inverse."""
+"""Redis key names of one namespace, their inverse, and the SCAN patterns of each kind.
+
+For namespace `ns` and logical key `k` = base `b` + optional `#variant`:
+    ns:gen          the namespace generation; clear() increments it (O(1))
+    ns:e:{b}#v      an encoded entry, expiring when its last stale window ends
+    ns:l:{b}#v      the fill lock of that entry
+    ns:p:{b}#v      an entry parked by a Redis Cluster fill until its tags are checked
+    ns:v:{b}        the set of variant suffixes stored for base b (Vary), capped
+    ns:t:{=TAG}     the sorted set of logical keys stored under TAG, scored by expiry (ms)
+    ns:tp:{=TAG}    when TAG was last purged (ms since the epoch, purging client's clock)
+    ns:stats        counters (hits, misses, ...) published by every process, for the CLI
+Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
+tag's index and purge marker share `{=TAG}` (the `=` keeps the hash tag non-empty).
+"""
 
 from __future__ import annotations
 
@@ -54,6 +67,19 @@ class KeyLayout:
     def stats_key(self) -> str:
         """The Redis hash of counters published by the app processes."""
         return f"{self._namespace}:stats"
+
+    # The namespace admits no SCAN wildcard characters (settings.NAMESPACE_PATTERN), so
+    # these patterns match exactly the keys of their kind.
+
+    @property
+    def entries_pattern(self) -> str:
+        """The SCAN pattern matching every entry key of the namespace."""
+        return f"{self._entry_prefix}*"
+
+    @property
+    def tags_pattern(self) -> str:
+        """The SCAN pattern matching every tag index of the namespace."""
+        return f"{self._namespace}:t:*"
 
     def _slotted(self, kind: str, key: str) -> str:
         base, mark, variant = key.partition("#")

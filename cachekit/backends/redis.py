@@ -1,16 +1,6 @@
 """The Redis store (redis.asyncio): batched lookups, generations, tags and fill locks.
 
-Key layout, for namespace `ns` and logical key `k` = base `b` + optional `#variant`:
-    ns:gen          the namespace generation; clear() increments it (O(1))
-    ns:e:{b}#v      an encoded entry, expiring when its last stale window ends
-    ns:l:{b}#v      the fill lock of that entry
-    ns:p:{b}#v      an entry parked by a Redis Cluster fill until its tags are checked
-    ns:v:{b}        the set of variant suffixes stored for base b (Vary), capped
-    ns:t:{=TAG}     the sorted set of logical keys stored under TAG, scored by expiry (ms)
-    ns:tp:{=TAG}    when TAG was last purged (ms since the epoch, purging client's clock)
-    ns:stats        counters (hits, misses, ...) published by every process, for the CLI
-Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
-tag's index and purge marker share `{=TAG}` (the `=` keeps the hash tag non-empty).
+The key layout is documented in `layout.py`.
 
 Tag purges and racing fills. A purge of TAG (1) writes the marker `ns:tp:{=TAG}` = now,
 then (2) walks the index in batches, removing each batch from the index and then deleting
