@@ -1,5 +1,5 @@
-"""The Redis store behind Sentinel: the primary is looked up by service name, and again
-whenever a connection finds that it is talking to a demoted primary."""
+"""The Redis store behind Sentinel: a `SingleServer` on the primary a Sentinel service names,
+looked up again whenever a connection finds that it is talking to a demoted primary."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
-from cachekit.backends.redis import RedisStore, connection_options
+from cachekit.backends.layout import KeyLayout
+from cachekit.backends.redis import RedisStore
 from cachekit.backends.sentinel_url import parse_sentinel_url
+from cachekit.backends.single_server import SingleServer
+from cachekit.backends.topology import connection_options
 
 
 class SentinelStore(RedisStore):
@@ -17,6 +20,7 @@ class SentinelStore(RedisStore):
 
     During a failover, calls fail (and the cache fails open) until the Sentinels report the
     new primary; connections to a demoted primary are dropped on its first READONLY reply.
+    Its topology is a `SingleServer` that also closes the connections to the Sentinels.
     """
 
     def __init__(
@@ -28,9 +32,12 @@ class SentinelStore(RedisStore):
         max_variants: int = 32,
         **options: Any,
     ) -> None:
-        self._sentinel = sentinel
         primary: Redis = sentinel.master_for(service, **connection_options(timeout))
-        super().__init__(primary, namespace, timeout, max_variants, **options)
+
+        def topology(client: Redis, layout: KeyLayout) -> SingleServer:
+            return SingleServer(client, layout, also_close=sentinel.sentinels)
+
+        super().__init__(primary, namespace, timeout, max_variants, topology=topology, **options)
 
     @classmethod
     def connect(
@@ -60,9 +67,3 @@ class SentinelStore(RedisStore):
             ssl=address.tls,
         )
         return cls(sentinel, service, namespace, timeout, max_variants, **options)
-
-    async def close(self) -> None:
-        """Close the primary's pool, then the connections to the Sentinels."""
-        await super().close()
-        for client in self._sentinel.sentinels:
-            await client.aclose()
