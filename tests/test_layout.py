@@ -17,6 +17,10 @@ def test_an_entry_key_maps_back_to_its_logical_key(key: str) -> None:
     assert LAYOUT.key_of_entry(LAYOUT.entry_key(key)) == key
 
 
+def test_entry_keys_of_a_batch_are_the_entry_keys() -> None:
+    assert LAYOUT.entry_keys(KEYS) == [LAYOUT.entry_key(key) for key in KEYS]
+
+
 @pytest.mark.parametrize("other", ["ns:gen", "ns:l:{a}", "ns:e:a", "ns:e:{", "other:e:{a}"])
 def test_other_keys_map_to_nothing(other: str) -> None:
     assert LAYOUT.key_of_entry(other) is None

@@ -15,6 +15,8 @@ tag's index and purge marker share `{=TAG}` (the `=` keeps the hash tag non-empt
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class KeyLayout:
     """The Redis keys of namespace `namespace`; a logical key is `base` or `base#variant`."""
@@ -23,6 +25,7 @@ class KeyLayout:
         self._namespace = namespace
         self._gen_key = f"{namespace}:gen"
         self._entry_prefix = f"{namespace}:e:"
+        self._entry_opening = f"{namespace}:e:{{"  # of an entry key without variant
 
     @property
     def namespace(self) -> str:
@@ -32,6 +35,11 @@ class KeyLayout:
     def entry_key(self, key: str) -> str:
         """The Redis key holding the entry of logical key `key`."""
         return self._slotted("e", key)
+
+    def entry_keys(self, keys: Iterable[str]) -> list[str]:
+        """`entry_key` of each of `keys`: a lookup batch's, without a call per key."""
+        opening = self._entry_opening
+        return [opening + key + "}" if "#" not in key else self._slotted("e", key) for key in keys]
 
     def lock_key(self, key: str) -> str:
         """The Redis key holding the fill lock of logical key `key`."""

@@ -58,6 +58,12 @@ class ChannelAddress:
     connect_timeout: float | None
 
 
+#: hiredis's packer of commands (hiredis >= 2.1), in C; else `pack_command` does it itself.
+HIREDIS_PACK: Final[Callable[[tuple[str | bytes, ...]], bytes] | None] = getattr(
+    hiredis, "pack_command", None
+)
+
+
 class ChannelError(ConnectionError):
     """The lookup connection failed, closed, or Redis answered with an error."""
 
@@ -187,7 +193,9 @@ def keep_alive(sock: socket.socket | None) -> None:
 
 
 def pack_command(*args: str | bytes) -> bytes:
-    """One command in RESP (an array of bulk strings)."""
+    """One command in RESP (an array of bulk strings; text in UTF-8)."""
+    if HIREDIS_PACK is not None:
+        return HIREDIS_PACK(args)
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         parts.append(bulk_string(arg.encode() if isinstance(arg, str) else arg))

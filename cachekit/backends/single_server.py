@@ -10,16 +10,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from cachekit.backends import redis_internals, scripts
 from cachekit.backends.batched_lookups import LookupBatch, RawValues, SentBatch
 from cachekit.backends.layout import KeyLayout
-from cachekit.backends.lookup_channel import LookupChannel, bulk_string
+from cachekit.backends.lookup_channel import LookupChannel, pack_command
 from cachekit.backends.near import ListenerFactory
 from cachekit.backends.topology import Fill, as_store_error, connection_options, store_atomically
 
 #: Connections per worker process; lookups are batched, so few are busy at once.
 MAX_CONNECTIONS: Final = 64
-#: Logical keys whose part of a lookup's MGET is kept packed: at most this many keys of at
-#: most PACKED_KEY_MAX characters (about 2 MB at worst); cleared when full.
-PACKED_KEYS_KEPT: Final = 4096
-PACKED_KEY_MAX: Final = 400
 
 
 def client_for_url(url: str, timeout: float) -> Redis:
@@ -49,9 +45,6 @@ class SingleServer:
         self._store_script = client.register_script(scripts.STORE)
         address = redis_internals.channel_address(client.connection_pool)
         self.channel = LookupChannel.for_address(address) if address is not None else None
-        # Each key's part of an MGET, packed once (`_packed_mget`).
-        self._packed_gen_key = bulk_string(layout.generation_key.encode())
-        self._packed_keys: dict[str, bytes] = {}
 
     @property
     def uses_lookup_channel(self) -> bool:
@@ -83,19 +76,8 @@ class SingleServer:
         return channel.send_now(self._packed_mget(keys), batch)
 
     def _packed_mget(self, keys: list[str]) -> bytes:
-        """`MGET gen-key entry-key...` in RESP, each key's part packed once (memoised)."""
-        packed = self._packed_keys
-        parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 2), self._packed_gen_key]
-        for key in keys:
-            part = packed.get(key)
-            if part is None:
-                part = bulk_string(self._layout.entry_key(key).encode())
-                if len(key) <= PACKED_KEY_MAX:
-                    if len(packed) >= PACKED_KEYS_KEPT:
-                        packed.clear()
-                    packed[key] = part
-            parts.append(part)
-        return b"".join(parts)
+        """`MGET gen-key entry-key...` in RESP."""
+        return pack_command("MGET", self._layout.generation_key, *self._layout.entry_keys(keys))
 
     # ------------------------------------------------------------------ writes
 
