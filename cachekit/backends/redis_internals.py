@@ -72,7 +72,7 @@ class Internals:
 # ------------------------------------------------------------------ the lookup channel
 
 
-def channel_address(pool: object) -> ChannelAddress | None:
+def channel_address(pool: Any) -> ChannelAddress | None:
     """How a lookup channel reproduces the connections of a redis-py asyncio `pool`; None
     for connections of another kind (Sentinel's, a test double's) or when the internals it
     reads have changed (then lookups go through redis-py)."""
@@ -84,11 +84,11 @@ def channel_address(pool: object) -> ChannelAddress | None:
         return None
 
 
-def _read_channel_address(pool: object) -> ChannelAddress | None:
+def _read_channel_address(pool: Any) -> ChannelAddress | None:
     kind = getattr(pool, "connection_class", None)
     if kind not in CHANNEL_CONNECTIONS:
         return None
-    template = kind(**pool.connection_kwargs)  # type: ignore[attr-defined]
+    template = kind(**pool.connection_kwargs)
     provider = template.credential_provider
     if provider is None and (template.username or template.password):
         provider = UsernamePasswordCredentialProvider(template.username, template.password)
@@ -112,7 +112,7 @@ class ListenerConnection:
     """One RESP2 connection of the near cache's listener; raises `ConnectionError` (or
     `TimeoutError`) for anything that goes wrong on it, never a redis-py exception."""
 
-    def __init__(self, connection: AbstractConnection, pool: object) -> None:
+    def __init__(self, connection: AbstractConnection, pool: Any) -> None:
         self._connection = connection
         self._pool = pool
 
@@ -152,7 +152,7 @@ class ListenerConnection:
             raise ConnectionError(f"near cache listener: {exc!r}") from exc
 
 
-def listener_factory(pool: object, client_name: str) -> Callable[[], ListenerConnection] | None:
+def listener_factory(pool: Any, client_name: str) -> Callable[[], ListenerConnection] | None:
     """Makes connections like those of `pool` (plain, Sentinel-managed, TLS, unix socket)
     but in RESP2, so that invalidations are ordinary Pub/Sub messages, and without redis-py
     health checks (a subscribed connection answers PING differently; the near cache pings
@@ -162,10 +162,10 @@ def listener_factory(pool: object, client_name: str) -> Callable[[], ListenerCon
     return _listener_factory(pool, client_name)
 
 
-def _listener_factory(pool: object, client_name: str) -> Callable[[], ListenerConnection]:
-    kind = pool.connection_class  # type: ignore[attr-defined]
+def _listener_factory(pool: Any, client_name: str) -> Callable[[], ListenerConnection]:
+    kind = pool.connection_class
     options = {
-        **pool.connection_kwargs,  # type: ignore[attr-defined]
+        **pool.connection_kwargs,
         "protocol": 2,
         "health_check_interval": 0,
         "decode_responses": False,

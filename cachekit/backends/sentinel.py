@@ -1,5 +1,8 @@
-"""The Redis store behind Sentinel: a `SingleServer` on the primary a Sentinel service names,
-looked up again whenever a connection finds that it is talking to a demoted primary."""
+"""SentinelStore: the Redis store on the primary that a Sentinel service names.
+
+Its topology is a `SingleServer` on redis-py's Sentinel-managed client, which looks the
+primary up again whenever a connection finds that it is talking to a demoted primary.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Sentinel-mode URLs (`redis[s]://[user:password@]h1[:port],h2[:port][/db]`), parsed
-without redis-py so that settings can check them."""
+"""Sentinel-mode URLs, parsed without redis-py so that the settings can check them."""
 
 from __future__ import annotations
 
