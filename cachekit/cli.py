@@ -14,9 +14,8 @@ from typing import Any, Final
 
 from cachekit.app import build_store
 from cachekit.backends.base import StoreError
-from cachekit.backends.batched_lookups import REDIS_ERRORS
-from cachekit.backends.cluster import ClusterStore
 from cachekit.backends.redis import RedisStore
+from cachekit.backends.topology import REDIS_ERRORS
 from cachekit.entry import CachedResponse, CorruptEntry, decode
 from cachekit.settings import CacheSettings, SettingsError, load_settings
 
@@ -120,23 +119,23 @@ async def _run(args: argparse.Namespace, settings: CacheSettings) -> dict[str, A
 
 
 async def _stats(store: RedisStore, settings: CacheSettings) -> dict[str, Any]:
-    client, namespace = store.client, store.namespace
-    # The namespace pattern admits no SCAN wildcard characters.
-    entries = await _count(store, f"{namespace}:e:*")
-    tags = await _count(store, f"{namespace}:t:*")
-    generation = int(await client.get(store.generation_key) or 0)
+    client, layout = store.client, store.layout
+    entries = await _count(store, layout.entries_pattern)
+    tags = await _count(store, layout.tags_pattern)
+    generation = int(await client.get(layout.generation_key) or 0)
     counters = {
-        name.decode(): int(value) for name, value in (await client.hgetall(store.stats_key)).items()
+        name.decode(): int(value)
+        for name, value in (await client.hgetall(layout.stats_key)).items()
     }
     served = counters.get("hits", 0) + counters.get("stale_hits", 0)
     asked = served + counters.get("misses", 0)
     return {
         "store": f"redis {settings.redis_mode} at {_where(settings)}",
-        "namespace": namespace,
+        "namespace": layout.namespace,
         "entries": entries,
         "tags": tags,
         "generation": generation,
-        "memory_used_bytes": await _used_memory(store),
+        "memory_used_bytes": await store.topology.used_memory(),
         "hits": counters.get("hits", 0),
         "stale_hits": counters.get("stale_hits", 0),
         "misses": counters.get("misses", 0),
@@ -149,19 +148,12 @@ async def _count(store: RedisStore, pattern: str) -> int:
     return sum([1 async for _ in store.client.scan_iter(match=pattern, count=SCAN_COUNT)])
 
 
-async def _used_memory(store: RedisStore) -> int:
-    if isinstance(store, ClusterStore):
-        per_node = await store.client.info("memory", target_nodes=store.client.PRIMARIES)
-        return sum(int(info["used_memory"]) for info in per_node.values())
-    return int((await store.client.info("memory"))["used_memory"])
-
-
 async def _purge(
     store: RedisStore, tags: list[str], keys: list[str], everything: bool
 ) -> dict[str, Any]:
     if everything:
         await store.clear()
-        generation = int(await store.client.get(store.generation_key) or 0)
+        generation = int(await store.client.get(store.layout.generation_key) or 0)
         return {"purged": "all", "generation": generation}
     removed = await store.invalidate_tags(tags) if tags else 0
     if keys:
@@ -171,12 +163,13 @@ async def _purge(
 
 async def _inspect(store: RedisStore, key: str) -> dict[str, Any]:
     key = _logical(store, key)
-    client = store.client
-    raw = await client.get(store.entry_key(key))
+    client, layout = store.client, store.layout
+    entry_key = layout.entry_key(key)
+    raw = await client.get(entry_key)
     variants = (
         []
         if "#" in key
-        else sorted(v.decode() for v in await client.smembers(store.variants_key(key)))
+        else sorted(v.decode() for v in await client.smembers(layout.variants_key(key)))
     )
     if raw is None:
         hint = f"; it has Vary variants: {', '.join(key + v for v in variants)}" if variants else ""
@@ -185,11 +178,11 @@ async def _inspect(store: RedisStore, key: str) -> dict[str, Any]:
         entry = decode(raw)
     except CorruptEntry as exc:
         raise NotFound(f"damaged entry under key {key!r} (never served): {exc}") from None
-    generation = int(await client.get(store.generation_key) or 0)
-    pttl = int(await client.pttl(store.entry_key(key)))
+    generation = int(await client.get(layout.generation_key) or 0)
+    pttl = int(await client.pttl(entry_key))
     return _describe_entry(
         key,
-        store.entry_key(key),
+        entry_key,
         entry=entry,
         generation=generation,
         pttl=pttl,
@@ -241,12 +234,7 @@ def _describe_entry(
 
 def _logical(store: RedisStore, key: str) -> str:
     """The logical key of `key`, which may also be given as its Redis entry key."""
-    prefix = f"{store.namespace}:e:{{"
-    if not key.startswith(prefix):
-        return key
-    rest = key[len(prefix) :]
-    base_part, mark, variant = rest.partition("#")
-    return base_part.removesuffix("}") + mark + variant
+    return store.layout.key_of_entry(key) or key
 
 
 def _where(settings: CacheSettings) -> str:

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from cachekit.backends.sentinel import parse_sentinel_url
+from cachekit.backends.sentinel_url import parse_sentinel_url
 
 ENV_PREFIX = "CACHEKIT_"
 NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"

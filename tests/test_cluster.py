@@ -18,8 +18,8 @@ from cachekit.entry import CachedResponse
 from tests.apps import NAMESPACE, make_app, settings
 
 
-def entry_of(body: bytes) -> CachedResponse:
-    return CachedResponse(200, (), body, time.time(), 60)
+def entry_of(body: bytes, tags: tuple[str, ...] = ()) -> CachedResponse:
+    return CachedResponse(200, (), body, time.time(), 60, tags=tags)
 
 
 def catalogue(calls: Counter[str], delay: float = 0.0) -> web.RouteTableDef:
@@ -65,6 +65,39 @@ async def test_settings_select_the_cluster_store(cluster_url: str) -> None:
     await store.set("k", entry_of(b"x"))
     assert (await store.get("k"))[0] is not None
     await store.close()
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4])
+async def test_cluster_fill_steps_interleaved_with_a_purge(
+    step: int, cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge landing before each of the three steps of a cluster fill, or after them."""
+    purger = ClusterStore.from_url(cluster_url, NAMESPACE, 0.5)
+    filler = ClusterStore.from_url(cluster_url, NAMESPACE, 0.5)
+    run = filler.topology.run
+    calls = 0
+
+    async def interleaved(awaitable: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == step:
+            await purger.invalidate_tags(["t"])
+        return await run(awaitable)
+
+    monkeypatch.setattr(filler.topology, "run", interleaved)
+    try:
+        started = time.time()
+        stored = await filler.set("k", entry_of(b"x", ("other", "t")), started_at=started)
+        if step == 4:
+            assert stored
+            await purger.invalidate_tags(["t"])
+        else:
+            assert not stored
+        assert (await filler.get("k"))[0] is None
+        assert not await filler.client.exists(filler.pending_key("k"), filler.entry_key("k"))
+    finally:
+        await filler.close()
+        await purger.close()
 
 
 async def test_hits_across_many_slots_share_batched_lookups(

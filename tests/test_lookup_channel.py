@@ -19,11 +19,11 @@ import redis.asyncio
 
 from cachekit import CacheSettings
 from cachekit.backends import batched_lookups as batching
-from cachekit.backends import lookup_channel
-from cachekit.backends import redis as redis_store
+from cachekit.backends import lookup_channel, redis_internals
 from cachekit.backends.base import StoreError
-from cachekit.backends.lookup_channel import LookupChannel, pack_command
+from cachekit.backends.lookup_channel import pack_command
 from cachekit.backends.redis import RedisStore
+from cachekit.backends.single_server import SingleServer
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from tests.conftest import require_binaries
@@ -151,7 +151,8 @@ async def test_the_channel_keeps_its_tcp_connection_alive(real_redis_url: str) -
     store = await stored_then_read(real_redis_url)
     try:
         # The transport's socket, found through the one connection the channel opened.
-        replies = store._channel._replies  # type: ignore[union-attr]
+        assert isinstance(store.topology, SingleServer)
+        replies = store.topology.channel._replies  # type: ignore[union-attr]
         assert replies is not None and replies.transport is not None
         sock = replies.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
@@ -280,7 +281,7 @@ def test_pools_the_channel_cannot_reproduce_keep_redis_py() -> None:
     sentinel_pool = redis.asyncio.SentinelConnectionPool(
         "mymaster", redis.asyncio.Sentinel([(HOST, 1)])
     )
-    assert LookupChannel.for_pool(sentinel_pool) is None
+    assert redis_internals.channel_address(sentinel_pool) is None
 
 
 # ---------------------------------------------------------------- a scripted server
@@ -415,21 +416,6 @@ def test_pack_command_is_resp() -> None:
     assert pack_command("MGET", "a", b"\xff") == b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\n\xff\r\n"
 
 
-def test_a_lookup_mget_is_packed_as_its_keys_would_be() -> None:
-    # Memoised per key: the same bytes as packing the entry keys each time, for keys with
-    # variants, non-ASCII text, RESP framing characters and beyond the memo's length cap.
-    store = RedisStore.from_url(f"redis://{HOST}:1/0", NAMESPACE, 2.0)
-    long_key = "x" * (redis_store.PACKED_KEY_MAX + 1)
-    keys = ["a", "a#v1", "é/ü", "k\r\n$3\r\nbad", long_key, "a"]
-    for _ in range(2):
-        expected = pack_command("MGET", store.generation_key, *map(store.entry_key, keys))
-        assert store._packed_mget(keys) == expected
-    assert long_key not in store._packed_keys
-    for n in range(redis_store.PACKED_KEYS_KEPT + 10):
-        store._packed_mget([f"k{n}"])
-    assert 0 < len(store._packed_keys) <= redis_store.PACKED_KEYS_KEPT
-
-
 # ------------------------------------------- batches answered from the read callback
 
 
@@ -446,7 +432,7 @@ async def test_a_connected_channel_answers_batches_without_a_task() -> None:
         try:
             waiters = [store.get("a"), store.get("b")]
             await asyncio.sleep(0)  # the batch goes out
-            assert not store._batches  # sent at once: no task, no future per batch
+            assert not store.lookups.tasks  # sent at once: no task, no future per batch
             assert await asyncio.gather(*waiters) == [(None, 0), (None, 0)]
             assert server.connections == 1
         finally:
@@ -487,7 +473,7 @@ async def test_an_unusable_answer_on_an_open_channel_fails_its_batch_and_reconne
             with pytest.raises(StoreError, match=message):
                 await store.get("a")
             assert loop.time() - started < 0.2 + 0.15
-            assert store._in_flight == 0
+            assert store.lookups.in_flight == 0
             await asyncio.sleep(0.05)
             assert server.closed == 1  # its later replies could no longer be matched
             assert await store.get("a") == (None, 0)  # a new connection
@@ -532,6 +518,6 @@ async def test_a_lookup_that_cannot_be_sent_fails_open_and_the_next_ones_work() 
                 with pytest.raises(StoreError):
                     await asyncio.wait_for(store.get("bad\ud800"), 2.0)
                 assert await asyncio.wait_for(store.get("a"), 2.0) == (None, 0)
-            assert store._in_flight == 0
+            assert store.lookups.in_flight == 0
         finally:
             await store.close()

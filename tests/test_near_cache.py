@@ -373,7 +373,8 @@ async def test_an_invalidation_during_a_lookup_voids_its_insert(
     near = near_of(mine)
     await other.set("k", entry(b"v1"))
     await asyncio.sleep(0.02)
-    read = mine._read
+    topology = mine.topology
+    read = topology.read
 
     async def read_then_race(keys: list[str]) -> Any:
         result = await read(keys)
@@ -382,10 +383,10 @@ async def test_an_invalidation_during_a_lookup_voids_its_insert(
         await wait_for(lambda: near.invalidations > seen, 1.0, "the invalidation arrives")
         return result
 
-    # Through `_read` in a task: a lookup answered from the channel's read callback
+    # Through `read` in a task: a lookup answered from the channel's read callback
     # offers its entries in the same callback, so nothing can arrive in between there.
-    monkeypatch.setattr(mine, "_send_now", lambda keys, batch: None)
-    monkeypatch.setattr(mine, "_read", read_then_race)
+    monkeypatch.setattr(topology, "send_now", lambda keys, batch: None)
+    monkeypatch.setattr(topology, "read", read_then_race)
     skipped = near.skipped
     found, _ = await mine.get("k")
     assert found is not None and found.body == b"v1"  # what Redis held when it was read
@@ -401,7 +402,8 @@ async def test_a_generation_change_during_a_lookup_voids_its_insert(
     near = near_of(mine)
     await other.set("k", entry(b"v1"))
     await asyncio.sleep(0.02)
-    read = mine._read
+    topology = mine.topology
+    read = topology.read
 
     async def read_then_clear(keys: list[str]) -> Any:
         result = await read(keys)
@@ -410,8 +412,8 @@ async def test_a_generation_change_during_a_lookup_voids_its_insert(
         await wait_for(lambda: near.flushes > flushes, 1.0, "the generation message arrives")
         return result
 
-    monkeypatch.setattr(mine, "_send_now", lambda keys, batch: None)  # as above
-    monkeypatch.setattr(mine, "_read", read_then_clear)
+    monkeypatch.setattr(topology, "send_now", lambda keys, batch: None)  # as above
+    monkeypatch.setattr(topology, "read", read_then_clear)
     assert (await mine.get("k"))[0] is not None
     assert "k" not in near
 

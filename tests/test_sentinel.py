@@ -10,25 +10,11 @@ import pytest
 from aiohttp import web
 
 from cachekit import SettingsError, cached, load_settings, setup_cache
-from cachekit.backends.sentinel import SentinelAddress, SentinelStore, parse_sentinel_url
+from cachekit.backends.sentinel import SentinelStore
 from tests.apps import NAMESPACE
 from tests.redis_servers import MakeRedisServer, RedisSentinelSetup
 
 SENTINEL_PASSWORD = "sentinel-only-secret"
-
-
-def test_sentinel_urls_list_every_sentinel() -> None:
-    assert parse_sentinel_url("redis://:s%40cret@h1:26380,h2/3") == SentinelAddress(
-        sentinels=(("h1", 26380), ("h2", 26379)),
-        username=None,
-        password="s@cret",
-        db=3,
-        tls=False,
-    )
-    assert parse_sentinel_url("rediss://app:pw@[::1]:5000").sentinels == (("::1", 5000),)
-    for bad in ("unix:///tmp/s", "redis://h1:x", "redis://h1,", "redis://h1/db0"):
-        with pytest.raises(ValueError):
-            parse_sentinel_url(bad)
 
 
 def test_sentinel_settings_are_checked_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -151,6 +151,18 @@ async def test_damaged_redis_entry_is_rejected_and_deleted(
         await store.close()
 
 
+def test_a_redis_store_has_its_layouts_key_names() -> None:
+    # Tests and tools address Redis keys through the store as they did when it was its
+    # own KeyLayout; the batch and pattern helpers are new and live on `store.layout` only.
+    store = RedisStore(fakeredis.FakeAsyncRedis(), NAMESPACE, 0.5)
+    for name in ("namespace", "generation_key", "entry_prefix", "stats_key"):
+        assert getattr(store, name) == getattr(store.layout, name)
+    for name in ("entry_key", "lock_key", "pending_key", "variants_key", "key_of_entry"):
+        assert getattr(store, name)("b#v") == getattr(store.layout, name)("b#v")
+    for name in ("tag_key", "purge_marker_key"):
+        assert getattr(store, name)("t") == getattr(store.layout, name)("t")
+
+
 async def test_lookups_in_one_loop_turn_share_one_round_trip() -> None:
     client = fakeredis.FakeAsyncRedis()
     store = RedisStore(client, NAMESPACE, 0.5)

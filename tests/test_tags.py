@@ -98,39 +98,6 @@ async def test_purge_counts_each_entry_once_and_spares_other_tags(store: Store) 
     assert await store.set("k1", entry(("even",)), started_at=time.time() + 2)
 
 
-@pytest.mark.parametrize("step", [1, 2, 3, 4])
-async def test_cluster_fill_steps_interleaved_with_a_purge(
-    step: int, request: pytest.FixtureRequest
-) -> None:
-    """A purge landing before each of the three steps of a cluster fill, or after them."""
-    url = request.getfixturevalue("cluster_url")
-    purger = ClusterStore.from_url(url, NAMESPACE, 0.5)
-
-    class Interleaved(ClusterStore):
-        calls = 0
-
-        async def _run(self, awaitable: Any) -> Any:
-            type(self).calls += 1
-            if type(self).calls == step:
-                await purger.invalidate_tags(["t"])
-            return await super()._run(awaitable)
-
-    filler = Interleaved.from_url(url, NAMESPACE, 0.5)
-    try:
-        started = time.time()
-        stored = await filler.set("k", entry(("other", "t")), started_at=started)
-        if step == 4:
-            assert stored
-            await purger.invalidate_tags(["t"])
-        else:
-            assert not stored
-        assert (await filler.get("k"))[0] is None
-        assert not await filler.client.exists(filler.pending_key("k"), filler.entry_key("k"))
-    finally:
-        await filler.close()
-        await purger.close()
-
-
 # ------------------------------------------------------------------ app level
 
 

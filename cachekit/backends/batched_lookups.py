@@ -1,64 +1,105 @@
-"""Lookups of the Redis stores: batched per event-loop turn, bounded in flight.
+"""The Redis store's lookups: batched per event-loop turn, one batch in flight at a time.
 
 Lookups issued in the same event-loop turn share one MGET (together with the generation
 key). At most `MAX_BATCHES_IN_FLIGHT` batches are out at once; lookups arriving meanwhile
 wait for one to be answered and then go out together, each still resolving within the
-store timeout counted from its own `get`. The subclass provides the round trip (`_read`,
-awaited in a task), optionally a send answered from a connection's read callback without a
-task (`_send_now`, `_abandon`; see `LookupBatch`), and the removal of a damaged entry
-(`_drop_damaged`).
+store timeout counted from its own `get`. The batcher is built from:
+
+- `MgetReads`: the round trip (the store's topology): `send_now`, answered from a
+  connection's read callback without a task when a lookup connection is open, else `read`
+  awaited in a task;
+- a `LookupObserver` (the near cache, optional), told about each batch (see its rule 2);
+- `drop_damaged`, which deletes an entry that could not be decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from asyncio import Future
-from collections.abc import Iterable
-from typing import Any, Final
-
-from redis.exceptions import RedisClusterException, RedisError
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Final, Protocol
 
 from cachekit.backends.base import Answer, StoreError
-from cachekit.backends.layout import KeyLayout
-from cachekit.backends.near import NearCache
-from cachekit.entry import CachedResponse, CorruptEntry, decode
+from cachekit.entry import CorruptEntry, decode
 
-#: Everything redis-py (and the lookup channel) raises for an unreachable or misbehaving
-#: server.
-REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
 #: Lookup batches (MGETs) in flight at once per store. Lookups that arrive while this many
 #: are out wait for the next reply and then go out together: under load a few large
 #: batches instead of many of one key each, whose round trip costs as much as a large one.
-#: One rather than two since hits got cheaper (bench/README.md, A/B/A/B under wrk): a hot
-#: Redis key 0.85-0.86 vs 0.81-0.82 of `limit`, p99 1.15 vs 1.22 ms; 1,000 keys 0.63-0.65
-#: vs 0.62-0.63. Each lookup still resolves within the store timeout from its own `get`.
+#: One rather than two since hits got cheaper (bench/README.md, "one lookup batch in
+#: flight"). Each lookup still resolves within the store timeout from its own `get`.
 MAX_BATCHES_IN_FLIGHT: Final = 1
 #: Most keys per MGET: beyond it, waiting lookups go out without waiting for the batches in
 #: flight, split into MGETs of at most this many keys (bounded reply size and latency).
 MAX_BATCH_KEYS: Final = 512
 
-Waiters = list[asyncio.Future[tuple[CachedResponse | None, int]]]
+Waiters = list[asyncio.Future[Answer]]
+#: The raw generation and one raw value per key, as one MGET returns them.
+RawValues = tuple[bytes | None, list[bytes | None]]
 
 
-class BatchedLookups(KeyLayout):
-    """The lookup half of a Redis store (see the module docstring)."""
+class SentBatch(Protocol):
+    """The connection a batch went out on by `MgetReads.send_now`."""
 
-    def __init__(self, namespace: str, timeout: float) -> None:
-        super().__init__(namespace)  # the key layout (entry_key, tag_key, ...)
+    def abandon(self) -> None:
+        """Give up on it: the batch timed out, or its reply was unusable."""
+        ...
+
+
+class MgetReads(Protocol):
+    """How a batch reaches Redis: the generation and the entries of logical keys."""
+
+    def read(self, keys: list[str]) -> Awaitable[RawValues]:
+        """One round trip, awaited in a task (it may connect first)."""
+        ...
+
+    def send_now(self, keys: list[str], batch: LookupBatch) -> SentBatch | None:
+        """Send at once, the reply going to `batch.set_result` (or `set_exception`) from
+        the connection's read callback; None when that is not possible right now (no open
+        lookup connection), and then `read` is used."""
+        ...
+
+
+class LookupObserver(Protocol):
+    """Told about every batch: the near cache, which keeps what Redis returned."""
+
+    def watch(self, keys: Iterable[str]) -> int:
+        """`keys` are about to be read; returns the batch's ticket for `offer`."""
+        ...
+
+    def offer(self, key: str, result: Answer, ticket: int) -> None:
+        """An entry read by the batch with `ticket`."""
+        ...
+
+    def unwatch(self, keys: Iterable[str]) -> None:
+        """The batch that watched `keys` is over (answered or failed)."""
+        ...
+
+
+class LookupBatcher:
+    """Batched lookups of one store (see the module docstring)."""
+
+    def __init__(
+        self,
+        reads: MgetReads,
+        timeout: float,
+        drop_damaged: Callable[[str, bytes], Coroutine[Any, Any, None]],
+        observer: LookupObserver | None = None,
+    ) -> None:
+        self._reads = reads
         self._timeout = timeout
-        self._near: NearCache | None = None
+        self._drop_damaged = drop_damaged
+        self._observer = observer
         self._pending: dict[str, Waiters] = {}
         self._pending_since = 0.0  # loop time of the oldest pending lookup
         self._flush_scheduled = False
         self._in_flight = 0  # lookup batches sent and not yet answered
-        self._batches: set[asyncio.Task[None]] = set()
-        self._drained: asyncio.Future[None] | None = None  # see `_drain`
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drained: asyncio.Future[None] | None = None  # see `close`
         #: Lookup batches (MGETs) sent and the keys they carried, for `Cache.stats()`.
         self.lookup_batches = 0
         self.lookup_keys = 0
 
-    def lookup_stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int]:
         """Batches sent, keys looked up in them, and the lookups waiting right now."""
         return {
             "lookup_batches": self.lookup_batches,
@@ -66,40 +107,23 @@ class BatchedLookups(KeyLayout):
             "lookups_waiting": sum(len(waiters) for waiters in self._pending.values()),
         }
 
-    def peek(self, key: str, now: float) -> Answer | None:
-        """See `Store.peek`: the near cache's fresh copy, if there is one."""
-        near = self._near
-        return None if near is None else near.lookup(key, now)
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not answered (nor failed) yet."""
+        return self._in_flight
 
-    def stats(self) -> dict[str, Any]:
-        """See `Store.stats`: lookup batching, and the near cache's figures."""
-        result: dict[str, Any] = {"store": "redis", **self.lookup_stats()}
-        if self._near is not None:
-            result.update(self._near.stats())
-        return result
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[None]]:
+        """Tasks running now: batches read through `MgetReads.read`, damaged-entry drops."""
+        return frozenset(self._tasks)
 
-    async def _read(self, keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
-        """The generation and the entries of these logical keys, in one round trip."""
-        raise NotImplementedError
-
-    async def _drop_damaged(self, key: str, raw: bytes) -> None:
-        """Delete the entry of `key` if it still holds these (undecodable) bytes."""
-        raise NotImplementedError
-
-    def get(self, key: str) -> asyncio.Future[tuple[CachedResponse | None, int]]:
-        """See `Store.get`. Resolves within the store timeout (or with `StoreError`);
-        a near-cache hit returns a future already done (awaiting it does not yield)."""
-        now = time.time()
+    def get(self, key: str) -> asyncio.Future[Answer]:
+        """The entry under `key` and the generation, from the next batch; resolves within
+        the store timeout (or with `StoreError`)."""
         loop = asyncio.get_running_loop()
         # Future(loop=...) rather than loop.create_future(): the same object on asyncio's
         # loop, without a Python method call per lookup.
-        waiter: asyncio.Future[tuple[CachedResponse | None, int]] = Future(loop=loop)
-        near = self._near
-        if near is not None:
-            found = near.lookup(key, now)
-            if found is not None:
-                waiter.set_result(found)
-                return waiter
+        waiter: asyncio.Future[Answer] = Future(loop=loop)
         pending = self._pending
         if not pending:
             self._pending_since = loop.time()
@@ -138,15 +162,13 @@ class BatchedLookups(KeyLayout):
         self.lookup_batches += 1
         self.lookup_keys += len(pending)
         keys = list(pending)
-        near = self._near
+        observer = self._observer
         # Taken before the MGET is sent, released after its entries were offered: see
         # NearCache, rule 2.
-        ticket = near.watch(keys) if near is not None else 0
-        batch = LookupBatch(self, pending, keys, near, ticket)
+        ticket = observer.watch(keys) if observer is not None else 0
+        batch = LookupBatch(self, pending, keys, observer, ticket)
         try:
-            batch.sent_on = self._send_now(keys, batch)
-        except REDIS_ERRORS:
-            batch.sent_on = None  # the task path reconnects
+            batch.sent_on = self._reads.send_now(keys, batch)
         except Exception as exc:  # never leave a lookup (or the in-flight count) hanging
             batch.set_exception(exc)
             return
@@ -155,39 +177,11 @@ class BatchedLookups(KeyLayout):
         else:
             self._spawn(self._lookup(batch, deadline))
 
-    def _send_now(self, keys: list[str], batch: LookupBatch) -> object | None:
-        """Send the MGET of `keys` right away, its reply going to `batch` from the
-        connection's read callback, if this store can (a lookup connection is open);
-        returns what `_abandon` needs to give up on it, or None to use `_read` in a task."""
-        return None
-
-    def _abandon(self, sent_on: object) -> None:
-        """Give up on a batch `_send_now` sent (timed out, or an unusable reply)."""
-
-    def _batch_done(self) -> None:
-        self._in_flight -= 1
-        if self._pending and not self._flush_scheduled:
-            loop = asyncio.get_running_loop()
-            if isinstance(loop, asyncio.BaseEventLoop):
-                # asyncio's loops run the callbacks scheduled last turn (handlers about to
-                # look up) before this turn's I/O callbacks (this reply): they have run.
-                self._flush()
-            else:
-                # uvloop runs I/O callbacks first: send after the handlers ready to run
-                # have looked up too (measured: 8.5 -> 16 requests per MGET, hot key 0.87
-                # -> 0.99 of `limit`; on asyncio's loop the same deferral cost 0.66-0.68
-                # vs 0.71 over 1,000 keys, bench/README.md).
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
-        drained = self._drained
-        if not self._in_flight and drained is not None and not drained.done():
-            drained.set_result(None)
-
     async def _lookup(self, batch: LookupBatch, deadline: float) -> None:
-        """A batch's round trip through `_read`, in a task (see `_send_now`)."""
+        """A batch's round trip through `MgetReads.read`, in a task."""
         try:
             async with asyncio.timeout_at(deadline):
-                generation_raw, values = await self._read(batch.keys)
+                generation_raw, values = await self._reads.read(batch.keys)
         except Exception as exc:  # Redis, the timeout, or any surprise: fail open
             batch.set_exception(exc)
             return
@@ -198,62 +192,99 @@ class BatchedLookups(KeyLayout):
         if batch.finish():
             batch.answer(generation_raw, values)
 
-    async def _drain(self) -> None:
-        """Wait at most the store timeout until no lookup batch is in flight."""
-        if self._in_flight:
-            drained = self._drained = asyncio.get_running_loop().create_future()
-            await asyncio.wait([drained], timeout=self._timeout)
+    # ------------------------------------------------------------------ what a LookupBatch calls
 
-    def _resolve(
-        self, key: str, raw: bytes | None, generation: int, waiters: Waiters, ticket: int = 0
-    ) -> None:
-        result: tuple[CachedResponse | None, int] = (None, generation)
+    def batch_finished(self) -> None:
+        """A batch was answered or failed: the lookups waiting for it may go out."""
+        self._in_flight -= 1
+        if self._pending and not self._flush_scheduled:
+            loop = asyncio.get_running_loop()
+            if isinstance(loop, asyncio.BaseEventLoop):
+                # asyncio's loops run the callbacks scheduled last turn (handlers about to
+                # look up) before this turn's I/O callbacks (this reply): they have run.
+                self._flush()
+            else:
+                # uvloop runs I/O callbacks first: send after the handlers ready to run
+                # have looked up too, or they miss this batch (bench/README.md, "on
+                # uvloop, the next lookup batch goes out one callback after the reply").
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        drained = self._drained
+        if not self._in_flight and drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def resolve(
+        self, key: str, raw: bytes | None, generation: int, waiters: Waiters
+    ) -> Answer | None:
+        """Answer the lookups of `key` from its raw value read under `generation`; returns
+        the answer, or None when the value was damaged (those lookups fail with
+        `CorruptEntry`, and the value is deleted)."""
+        answer: Answer = (None, generation)
         if raw is not None:
             try:
                 entry = decode(raw)
             except CorruptEntry as exc:
                 self._spawn(self._drop_damaged(key, raw))
                 _fail_all(waiters, exc)
-                return
+                return None
             if entry.generation == generation:
-                result = (entry, generation)
-                if self._near is not None:
-                    self._near.offer(key, result, ticket)
+                answer = (entry, generation)
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_result(result)
+                waiter.set_result(answer)
+        return answer
 
-    def _spawn(self, coroutine: Any) -> None:
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        """Wait at most the store timeout for the batches in flight, then for the tasks."""
+        if self._in_flight:
+            drained = self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.wait([drained], timeout=self._timeout)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self._timeout)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 class LookupBatch:
     """One MGET's lookups, answered or failed exactly once.
 
-    Sent by `_send_now`, the batch is its own reply waiter: it has the three methods of a
-    future that the lookup channel calls from its read callback, so the lookups resolve
-    without a task or a future per batch, and a timer (`expire`) bounds the wait. Sent
-    through `_read` in a task instead, that task calls `finish` and `answer` or `fail`.
+    Sent by `MgetReads.send_now`, the batch is its own reply waiter: it has the three
+    methods of a future that the lookup channel calls from its read callback, so the
+    lookups resolve without a task or a future per batch, and a timer (`expire`) bounds the
+    wait. Read through `MgetReads.read` in a task instead, that task calls `finish` and
+    `answer` or `fail`. It talks to its batcher through `batch_finished` and `resolve`.
     """
 
-    __slots__ = ("_done", "_lookups", "_near", "_pending", "_ticket", "keys", "sent_on", "timer")
+    __slots__ = (
+        "_batcher",
+        "_done",
+        "_observer",
+        "_pending",
+        "_ticket",
+        "keys",
+        "sent_on",
+        "timer",
+    )
 
     def __init__(
         self,
-        lookups: BatchedLookups,
+        batcher: LookupBatcher,
         pending: dict[str, Waiters],
         keys: list[str],
-        near: NearCache | None,
+        observer: LookupObserver | None,
         ticket: int,
     ) -> None:
         self.keys = keys
-        self.sent_on: object | None = None
+        self.sent_on: SentBatch | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self._lookups = lookups
+        self._batcher = batcher
         self._pending = pending
-        self._near = near  # watched with `ticket` until the batch is answered or failed
+        self._observer = observer  # watched with `ticket` until the batch is over
         self._ticket = ticket
         self._done = False
 
@@ -288,18 +319,22 @@ class LookupBatch:
         if self.timer is not None:
             self.timer.cancel()
         if abandon and self.sent_on is not None:
-            self._lookups._abandon(self.sent_on)
-        self._lookups._batch_done()
+            self.sent_on.abandon()
+        self._batcher.batch_finished()
         return True
 
     def answer(self, generation_raw: bytes | None, values: list[bytes | None]) -> None:
         """Resolve every lookup from the MGET's values (after `finish`)."""
-        lookups = self._lookups
+        resolve = self._batcher.resolve
         pending = self._pending
+        observer = self._observer
+        ticket = self._ticket
         try:
             generation = _as_int(generation_raw)
             for key, raw in zip(self.keys, values, strict=True):
-                lookups._resolve(key, raw, generation, pending[key], self._ticket)
+                answer = resolve(key, raw, generation, pending[key])
+                if observer is not None and answer is not None and answer[0] is not None:
+                    observer.offer(key, answer, ticket)
         except Exception as exc:  # never leave a lookup waiting (nor break the connection)
             self.fail(StoreError(f"redis lookup failed: {exc!r}"))
         self._unwatch()
@@ -311,9 +346,9 @@ class LookupBatch:
         self._unwatch()
 
     def _unwatch(self) -> None:
-        near, self._near = self._near, None
-        if near is not None:
-            near.unwatch(self.keys)
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.unwatch(self.keys)
 
 
 def _fail_all(waiters: Iterable[asyncio.Future[Any]], error: BaseException) -> None:

@@ -1,6 +1,21 @@
-"""Redis key names of one namespace (the layout documented in `redis.py`) and their inverse."""
+"""Redis key names of one namespace, their inverse, and the SCAN patterns of each kind.
+
+For namespace `ns` and logical key `k` = base `b` + optional `#variant`:
+    ns:gen          the namespace generation; clear() increments it (O(1))
+    ns:e:{b}#v      an encoded entry, expiring when its last stale window ends
+    ns:l:{b}#v      the fill lock of that entry
+    ns:p:{b}#v      an entry parked by a Redis Cluster fill until its tags are checked
+    ns:v:{b}        the set of variant suffixes stored for base b (Vary), capped
+    ns:t:{=TAG}     the sorted set of logical keys stored under TAG, scored by expiry (ms)
+    ns:tp:{=TAG}    when TAG was last purged (ms since the epoch, purging client's clock)
+    ns:stats        counters (hits, misses, ...) published by every process, for the CLI
+Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
+tag's index and purge marker share `{=TAG}` (the `=` keeps the hash tag non-empty).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class KeyLayout:
@@ -10,6 +25,7 @@ class KeyLayout:
         self._namespace = namespace
         self._gen_key = f"{namespace}:gen"
         self._entry_prefix = f"{namespace}:e:"
+        self._entry_opening = f"{namespace}:e:{{"  # of an entry key without variant
 
     @property
     def namespace(self) -> str:
@@ -19,6 +35,11 @@ class KeyLayout:
     def entry_key(self, key: str) -> str:
         """The Redis key holding the entry of logical key `key`."""
         return self._slotted("e", key)
+
+    def entry_keys(self, keys: Iterable[str]) -> list[str]:
+        """`entry_key` of each of `keys`: a lookup batch's, without a call per key."""
+        opening = self._entry_opening
+        return [opening + key + "}" if "#" not in key else self._slotted("e", key) for key in keys]
 
     def lock_key(self, key: str) -> str:
         """The Redis key holding the fill lock of logical key `key`."""
@@ -54,6 +75,19 @@ class KeyLayout:
     def stats_key(self) -> str:
         """The Redis hash of counters published by the app processes."""
         return f"{self._namespace}:stats"
+
+    # The namespace admits no SCAN wildcard characters (settings.NAMESPACE_PATTERN), so
+    # these patterns match exactly the keys of their kind.
+
+    @property
+    def entries_pattern(self) -> str:
+        """The SCAN pattern matching every entry key of the namespace."""
+        return f"{self._entry_prefix}*"
+
+    @property
+    def tags_pattern(self) -> str:
+        """The SCAN pattern matching every tag index of the namespace."""
+        return f"{self._namespace}:t:*"
 
     def _slotted(self, kind: str, key: str) -> str:
         base, mark, variant = key.partition("#")

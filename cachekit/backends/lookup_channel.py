@@ -3,16 +3,15 @@
 redis-py spends most of a lookup's CPU in its own layers: a pool checkout, an async stream
 reader that copies every reply into a buffer and out again, a parser loop in Python, the
 release. An asyncio protocol that hands the socket's bytes straight to hiredis and
-resolves one future per MGET does the same work for a fraction of it (measured on a
-2-core machine, 13 KB values: 96 → 22 µs CPU for an MGET of one key, 11 → 3.5 µs per key
-in an MGET of 32; `bench/README.md`).
+resolves one future per MGET does the same work for a fraction of it (bench/README.md,
+"Redis lookups through a lean pipelined connection"; `python -m bench.lookups`).
 
 The channel only reads. It connects like the store's redis-py pool (host and port, TLS or
 a unix socket, username and password or a credential provider, database, client name),
-speaks RESP2,
-and is used only for pools whose connections it can reproduce exactly (`for_pool`);
-otherwise, e.g. behind Sentinel or with a test double, the store keeps using redis-py.
-A failed, timed-out or cancelled MGET closes the connection (its replies can no longer be
+which `redis_internals.channel_address` reads from the pool as a `ChannelAddress`, and
+speaks RESP2. It is used only for pools whose connections it can reproduce exactly;
+otherwise, e.g. behind Sentinel or with a test double, the store keeps using redis-py. A
+failed, timed-out or cancelled MGET closes the connection (its replies can no longer be
 matched to requests); the next batch reconnects.
 """
 
@@ -24,11 +23,10 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
 import hiredis
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.credentials import UsernamePasswordCredentialProvider
 
 #: Bytes received per read, into one buffer kept for the connection's lifetime.
 RECEIVE_BYTES: Final = 256 * 1024
@@ -42,6 +40,28 @@ PARSE_BUFFER_BYTES: Final = 4 * 1024 * 1024
 KEEPALIVE_IDLE: Final = 30
 KEEPALIVE_INTERVAL: Final = 10
 KEEPALIVE_PROBES: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAddress:
+    """Where and how the lookup channel connects: what a pool's connections would do."""
+
+    host: str
+    port: int
+    unix_path: str | None
+    #: Builds the TLS context of a `rediss://` pool (None: plain TCP or a unix socket).
+    tls_context: Callable[[], ssl.SSLContext] | None
+    #: The AUTH arguments (user and password, or password), None without credentials.
+    credentials: Callable[[], Awaitable[Sequence[str | bytes]]] | None
+    db: int
+    client_name: str | None
+    connect_timeout: float | None
+
+
+#: hiredis's packer of commands (hiredis >= 2.1), in C; else `pack_command` does it itself.
+HIREDIS_PACK: Final[Callable[[tuple[str | bytes, ...]], bytes] | None] = getattr(
+    hiredis, "pack_command", None
+)
 
 
 class ChannelError(ConnectionError):
@@ -65,14 +85,14 @@ class ReplyWaiter(Protocol):
         ...
 
 
-class _Replies(asyncio.BufferedProtocol):
+class ChannelConnection(asyncio.BufferedProtocol):
     """The socket side: requests are written in order and replies matched in order.
 
     Buffered: the event loop reads into one buffer of this connection and hiredis parses
     from it, so a batch allocates nothing but the values themselves. (Allocating and
     freeing a fresh 256 KB read buffer and a regrown parse buffer per batch made glibc
-    return and re-fault heap pages: measured 1.4 to 1.8 page faults per hit over 1,000 keys
-    in some processes, none in others.)
+    return and re-fault heap pages: bench/README.md, "lookup channel reads into one
+    buffer per connection".)
     """
 
     def __init__(self) -> None:
@@ -118,6 +138,11 @@ class _Replies(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail_waiting(ChannelError(f"connection to Redis lost: {exc!r}"))
 
+    def abandon(self) -> None:
+        """Give up on the requests in flight (see `LookupChannel.send_now`): the connection
+        is closed, since its later replies could no longer be matched to requests."""
+        self.fail(ChannelError("an MGET was abandoned"))
+
     def fail(self, error: BaseException) -> None:
         """Close the connection and fail every request in flight with `error`."""
         self._fail_waiting(error)
@@ -138,12 +163,17 @@ class _Replies(asyncio.BufferedProtocol):
         self.send_to(payload, waiter)
         return waiter
 
+    def closing(self) -> bool:
+        """Whether the transport is gone or on its way out (nothing can be sent)."""
+        return self.transport is None or self.transport.is_closing()
+
     def send_to(self, payload: bytes, waiter: ReplyWaiter) -> None:
         """Write one command; its reply goes to `waiter` (from the read callback)."""
-        if self.lost is not None or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if self.lost is not None or transport is None or transport.is_closing():
             raise ChannelError(f"connection to Redis closed: {self.lost!r}")
         self.waiting.append(waiter)
-        self.transport.write(payload)
+        transport.write(payload)
 
 
 def keep_alive(sock: socket.socket | None) -> None:
@@ -163,7 +193,9 @@ def keep_alive(sock: socket.socket | None) -> None:
 
 
 def pack_command(*args: str | bytes) -> bytes:
-    """One command in RESP (an array of bulk strings)."""
+    """One command in RESP (an array of bulk strings; text in UTF-8)."""
+    if HIREDIS_PACK is not None:
+        return HIREDIS_PACK(args)
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         parts.append(bulk_string(arg.encode() if isinstance(arg, str) else arg))
@@ -178,60 +210,47 @@ def bulk_string(raw: bytes) -> bytes:
 class LookupChannel:
     """One pipelined connection answering MGETs, (re)connected on demand.
 
-    `connect` opens the transport with the `_Replies` protocol; `handshake` are the
+    `connect` opens the transport with the `ChannelConnection` protocol; `handshake` are the
     commands (AUTH, SELECT) sent first, each of which must not answer with an error.
     """
 
     def __init__(
         self,
-        connect: Callable[[], Awaitable[_Replies]],
+        connect: Callable[[], Awaitable[ChannelConnection]],
         handshake: Callable[[], Awaitable[list[bytes]]],
     ) -> None:
         self._connect = connect
         self._handshake = handshake
-        self._replies: _Replies | None = None
-        self._connecting: asyncio.Future[_Replies] | None = None
+        self._replies: ChannelConnection | None = None
+        self._connecting: asyncio.Future[ChannelConnection] | None = None
 
     @classmethod
-    def for_pool(cls, pool: Any) -> LookupChannel | None:
-        """A channel connecting like the connections of a redis-py asyncio `pool`, or None
-        when those connections are of a kind the channel does not reproduce."""
-        kind = getattr(pool, "connection_class", None)
-        if kind not in (Connection, SSLConnection, UnixDomainSocketConnection):
-            return None
-        try:
-            template = kind(**pool.connection_kwargs)
-        except (TypeError, ValueError):
-            return None
-        timeout = template.socket_connect_timeout or None
+    def for_address(cls, address: ChannelAddress) -> LookupChannel:
+        """A channel connecting to `address` as a redis-py connection would."""
+        timeout = address.connect_timeout
 
-        async def connect() -> _Replies:
+        async def connect() -> ChannelConnection:
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(timeout):
-                if isinstance(template, UnixDomainSocketConnection):
-                    _, replies = await loop.create_unix_connection(_Replies, template.path)
+                if address.unix_path is not None:
+                    path = address.unix_path
+                    _, replies = await loop.create_unix_connection(ChannelConnection, path)
                 else:
-                    context: ssl.SSLContext | None = None
-                    if isinstance(template, SSLConnection):
-                        context = template.ssl_context.get()
+                    context = address.tls_context() if address.tls_context is not None else None
                     transport, replies = await loop.create_connection(
-                        _Replies, template.host, template.port, ssl=context
+                        ChannelConnection, address.host, address.port, ssl=context
                     )
                     keep_alive(transport.get_extra_info("socket"))
             return replies
 
         async def handshake() -> list[bytes]:
             commands: list[bytes] = []
-            provider = template.credential_provider
-            if provider is None and (template.username or template.password):
-                provider = UsernamePasswordCredentialProvider(template.username, template.password)
-            if provider is not None:
-                credentials = await provider.get_credentials_async()
-                commands.append(pack_command("AUTH", *credentials))
-            if int(template.db or 0):
-                commands.append(pack_command("SELECT", str(int(template.db))))
-            if template.client_name:
-                commands.append(pack_command("CLIENT", "SETNAME", template.client_name))
+            if address.credentials is not None:
+                commands.append(pack_command("AUTH", *await address.credentials()))
+            if address.db:
+                commands.append(pack_command("SELECT", str(address.db)))
+            if address.client_name:
+                commands.append(pack_command("CLIENT", "SETNAME", address.client_name))
             return commands
 
         return cls(connect, handshake)
@@ -257,26 +276,22 @@ class LookupChannel:
             raise ChannelError("unexpected reply to MGET")
         return values
 
-    def send_now(self, command: bytes, waiter: ReplyWaiter) -> _Replies | None:
+    def send_now(self, command: bytes, waiter: ReplyWaiter) -> ChannelConnection | None:
         """Write `command` at once if the connection is open, its reply going to `waiter`
-        from the read callback (no task, no future): the connection it went out on, or
-        None when there is none open (then use `mget_packed`, which connects). The caller
-        bounds the wait itself and calls `abandon` when it gives up."""
+        from the read callback (no task, no future): the connection it went out on (whose
+        `abandon` gives up on it), or None when none is open (then use `mget_packed`,
+        which connects). The caller bounds the wait itself and abandons it when it gives
+        up."""
         replies = self._replies
-        if replies is None or replies.lost is not None:
+        if replies is None or replies.lost is not None or replies.closing():
             return None
         replies.send_to(command, waiter)
         return replies
 
-    def abandon(self, replies: _Replies, reason: str) -> None:
-        """Give up on the requests sent on `replies` (see `send_now`): the connection is
-        closed, since its later replies could no longer be matched to requests."""
-        self._drop(replies, ChannelError(reason))
-
-    async def _open(self) -> _Replies:
+    async def _open(self) -> ChannelConnection:
         """The connection, opened once for all batches that need it at the same time."""
         if self._connecting is None:
-            future: asyncio.Future[_Replies] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[ChannelConnection] = asyncio.get_running_loop().create_future()
             self._connecting = future
             try:
                 replies = await self._connect()
@@ -298,7 +313,7 @@ class LookupChannel:
             return replies
         return await asyncio.shield(self._connecting)
 
-    def _drop(self, replies: _Replies, error: BaseException) -> None:
+    def _drop(self, replies: ChannelConnection, error: BaseException) -> None:
         replies.fail(error)
         if self._replies is replies:
             self._replies = None

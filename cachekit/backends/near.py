@@ -9,10 +9,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, Final
-
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from typing import Any, Final, Protocol
 
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.memory import entry_cost
@@ -29,12 +26,40 @@ PING_INTERVAL: Final = 1.0
 MIN_BACKOFF: Final = 0.05
 MAX_BACKOFF: Final = 5.0
 #: What a lost or misbehaving listener connection raises.
-LISTENER_ERRORS: Final = (RedisError, OSError, TimeoutError, ValueError)
+LISTENER_ERRORS: Final = (OSError, TimeoutError, ValueError)
 
 Result = tuple[CachedResponse | None, int]
-ConnectionFactory = Callable[[], AbstractConnection]
-#: Whether the listener's connection no longer goes where the store's lookups go.
-MovedCheck = Callable[[AbstractConnection], bool]
+
+
+class InvalidationConnection(Protocol):
+    """The listener's connection (`redis_internals.ListenerConnection`): RESP2, raising
+    `ConnectionError` or `TimeoutError` when anything goes wrong on it."""
+
+    async def open(self) -> None:
+        """Connect, authenticated and on the right database."""
+        ...
+
+    async def send(self, *args: str | bytes | int) -> None:
+        """Send one command."""
+        ...
+
+    async def reply(self, within: float | None = None) -> Any:
+        """The next reply or message. With `within`: None when none arrives within that
+        many seconds; without, the connection's own socket timeout raises."""
+        ...
+
+    def moved(self) -> bool:
+        """Whether the store's connections now go to another server than this one's (a
+        Sentinel promoted another primary)."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect."""
+        ...
+
+
+#: Makes a new (unconnected) listener connection.
+ListenerFactory = Callable[[], InvalidationConnection]
 
 
 class NearCache:
@@ -64,16 +89,13 @@ class NearCache:
 
     def __init__(
         self,
-        connect: ConnectionFactory,
+        connect: ListenerFactory,
         layout: KeyLayout,
         max_bytes: int,
         max_age: float,
         timeout: float,
-        *,
-        moved: MovedCheck | None = None,
     ) -> None:
         self._connect = connect
-        self._moved = moved
         self.max_bytes = max_bytes
         self.max_age = max_age
         self._timeout = max(timeout, 1.0)  # connecting and subscribing, not a lookup
@@ -96,37 +118,6 @@ class NearCache:
         self.skipped = 0
         self.invalidations = 0
         self.flushes = 0
-
-    @classmethod
-    def for_pool(
-        cls, pool: Any, layout: KeyLayout, max_bytes: int, max_age: float, timeout: float
-    ) -> NearCache:
-        """A near cache whose listener connects like the connections of `pool` (a redis-py
-        asyncio pool: plain, Sentinel-managed, TLS or unix socket), but in RESP2 (so that
-        invalidations are ordinary Pub/Sub messages) and without redis-py health checks
-        (a subscribed connection answers PING differently; the listener pings itself).
-
-        Behind Sentinel, the listener follows the pool to a new primary: left on a demoted
-        one, it would miss writes until that server replicates from the new primary."""
-        options = {
-            **pool.connection_kwargs,
-            "protocol": 2,
-            "health_check_interval": 0,
-            "decode_responses": False,
-            "client_name": f"cachekit-near:{layout.namespace}",
-        }
-
-        def connect() -> AbstractConnection:
-            return pool.connection_class(**options)  # type: ignore[no-any-return]
-
-        def moved(connection: AbstractConnection) -> bool:
-            # Set by a Sentinel pool whenever it (re)connects to the primary it discovered.
-            primary = getattr(pool, "master_address", None)
-            where = (getattr(connection, "host", None), getattr(connection, "port", None))
-            return primary is not None and tuple(primary) != where
-
-        following = hasattr(pool, "master_address")
-        return cls(connect, layout, max_bytes, max_age, timeout, moved=moved if following else None)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -288,36 +279,37 @@ class NearCache:
         self.live = False
         self.flush()
 
-    async def _subscribe(self, connection: AbstractConnection) -> None:
-        await connection.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-        await connection.send_command("CLIENT", "ID")
-        client_id = await connection.read_response()
+    async def _subscribe(self, connection: InvalidationConnection) -> None:
+        await connection.open()
+        await connection.send("CLIENT", "ID")
+        client_id = await connection.reply()
         # BCAST: told about every key under these prefixes, not only the ones read on this
         # connection (our lookups use other connections). REDIRECT to itself, then
         # SUBSCRIBE: RESP2 delivers invalidations as messages of this channel.
-        await connection.send_command(
+        await connection.send(
             "CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST",
             "PREFIX", self._layout.entry_prefix, "PREFIX", self._layout.generation_key,
         )  # fmt: skip
-        await connection.read_response()
-        await connection.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
-        reply = await connection.read_response()
+        await connection.reply()
+        await connection.send("SUBSCRIBE", INVALIDATE_CHANNEL)
+        reply = await connection.reply()
         if not isinstance(reply, list) or reply[:1] != [b"subscribe"]:
             raise ValueError(f"unexpected reply to SUBSCRIBE: {reply!r}")
 
-    async def _listen(self, connection: AbstractConnection) -> None:
+    async def _listen(self, connection: InvalidationConnection) -> None:
         """Apply messages until the connection fails; PING it when it is quiet, so that a
-        silently dead connection is noticed within two `PING_INTERVAL`s."""
+        silently dead connection is noticed within two `PING_INTERVAL`s. Behind Sentinel,
+        follow the store's pool to a new primary: left on a demoted one, the listener would
+        miss writes until that server replicates from the new primary."""
         awaiting_pong = False
         while True:
-            if self._moved is not None and self._moved(connection):
+            if connection.moved():
                 raise ConnectionError("the Sentinel pool moved to another primary")
-            # With an explicit timeout, redis-py returns None when it expires.
-            message = await connection.read_response(timeout=PING_INTERVAL)
+            message = await connection.reply(PING_INTERVAL)
             if message is None:
                 if awaiting_pong:
                     raise TimeoutError("no answer to PING on the invalidation channel")
-                await connection.send_command("PING")
+                await connection.send("PING")
                 awaiting_pong = True
                 continue
             awaiting_pong = False
@@ -334,7 +326,7 @@ class NearCache:
         self._went_dead()
 
 
-async def _disconnect(connection: AbstractConnection) -> None:
+async def _disconnect(connection: InvalidationConnection) -> None:
     with contextlib.suppress(*LISTENER_ERRORS):
         async with asyncio.timeout(1.0):
-            await connection.disconnect()
+            await connection.close()

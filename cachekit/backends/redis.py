@@ -1,16 +1,29 @@
-"""The Redis store (redis.asyncio): batched lookups, generations, tags and fill locks.
+"""The Redis store (redis.asyncio), and the map of the Redis backend's parts.
 
-Key layout, for namespace `ns` and logical key `k` = base `b` + optional `#variant`:
-    ns:gen          the namespace generation; clear() increments it (O(1))
-    ns:e:{b}#v      an encoded entry, expiring when its last stale window ends
-    ns:l:{b}#v      the fill lock of that entry
-    ns:p:{b}#v      an entry parked by a Redis Cluster fill until its tags are checked
-    ns:v:{b}        the set of variant suffixes stored for base b (Vary), capped
-    ns:t:{=TAG}     the sorted set of logical keys stored under TAG, scored by expiry (ms)
-    ns:tp:{=TAG}    when TAG was last purged (ms since the epoch, purging client's clock)
-    ns:stats        counters (hits, misses, ...) published by every process, for the CLI
-Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
-tag's index and purge marker share `{=TAG}` (the `=` keeps the hash tag non-empty).
+A `RedisStore` is built from parts, each an object of its own module:
+
+    layout.py           KeyLayout: every Redis key name of the namespace (and back)
+    batched_lookups.py  LookupBatcher: the lookups of one loop turn in one MGET, one batch
+                        in flight at a time; a LookupBatch per MGET
+    topology.py         the Topology protocol: how commands reach Redis, implemented by
+      single_server.py    SingleServer: one server, standalone or the primary Sentinel names
+      cluster.py          ClusterTopology: a Redis Cluster (per-slot commands, 3-step fills)
+    lookup_channel.py   LookupChannel: the lean pipelined connection (hiredis) on which a
+                        SingleServer sends lookup MGETs
+    near.py             NearCache (optional): per-process copies of fresh entries, kept
+                        coherent by CLIENT TRACKING
+    redis_internals.py  every redis-py internal used, self-checked at import, with fallbacks
+    scripts.py          the Lua scripts
+    sentinel_url.py     Sentinel-mode URLs, parsed without redis-py (for the settings)
+`ClusterStore` (cluster.py) and `SentinelStore` (sentinel.py) are RedisStores that only
+build their topology. The key layout itself is documented in `layout.py`.
+
+One lookup: `RedisStore.get` asks the near cache, then `LookupBatcher.get`, which queues the
+key; at the end of the loop turn `_flush` makes a `LookupBatch` and hands it to the
+topology's `send_now` (on an open lookup channel: the reply is handed to the batch from the
+connection's read callback) or else awaits the topology's `read` in a task. The batch's
+`answer` decodes each value (`LookupBatcher.resolve`), checks its generation and offers it
+to the near cache.
 
 Tag purges and racing fills. A purge of TAG (1) writes the marker `ns:tp:{=TAG}` = now,
 then (2) walks the index in batches, removing each batch from the index and then deleting
@@ -20,9 +33,6 @@ fill ran after (1) and saw the marker (it stores nothing), or it ran before (1),
 was in the index for the whole walk, and (2) deleted the entry. No entry of a purged tag is
 served afterwards, for fills shorter than the marker's lifetime (`lock_ttl` + 60 s). Redis
 Cluster keeps the same guarantee with a three-step fill (see `cluster.py`).
-
-Near cache (optional): fresh entries are also kept decoded in the process and answered
-without a round trip while Redis's invalidations say they are unchanged (see `near.py`).
 """
 
 from __future__ import annotations
@@ -30,41 +40,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio import Redis, RedisCluster
 
 from cachekit.backends import scripts
-from cachekit.backends.base import StoreError
-from cachekit.backends.batched_lookups import REDIS_ERRORS, BatchedLookups
-from cachekit.backends.lookup_channel import LookupChannel, ReplyWaiter, bulk_string
+from cachekit.backends.base import Answer
+from cachekit.backends.batched_lookups import LookupBatcher
+from cachekit.backends.layout import KeyLayout
 from cachekit.backends.near import NearCache
+from cachekit.backends.single_server import SingleServer, client_for_url
+from cachekit.backends.topology import REDIS_ERRORS, Fill, Topology
 from cachekit.entry import CachedResponse, encode
 
 log = logging.getLogger("cachekit.redis")
 
 #: Members read from a tag index, and entries deleted, per round trip of a purge.
 TAG_BATCH: Final = 500
-#: Connections per worker process; lookups are batched, so few are busy at once.
-MAX_CONNECTIONS: Final = 64
 #: Index members are trimmed this long after their entry expired: a margin for fills still
 #: in flight and for clocks of different cluster nodes that disagree slightly.
 TRIM_SLACK_MS: Final = 30_000
 #: Most expired members trimmed from one tag index per store (bounded work per call).
 TRIM_LIMIT: Final = 8
-#: Logical keys whose part of a lookup's MGET is kept packed: at most this many keys of at
-#: most PACKED_KEY_MAX characters (about 2 MB at worst); cleared when full.
-PACKED_KEYS_KEPT: Final = 4096
-PACKED_KEY_MAX: Final = 400
+
+#: Builds the topology of a store from its client and key layout.
+TopologyFactory = Callable[[Any, KeyLayout], Topology]
 
 
-class RedisStore(BatchedLookups):
-    """A `Store` on one Redis server (or a Sentinel-managed primary). Lookups are batched
-    (`batched_lookups.py`) and, when the pool's connections can be reproduced, sent on the
-    lean lookup connection (`lookup_channel.py`); everything else goes through redis-py.
+class RedisStore:
+    """A `Store` on Redis: one server unless `topology` says otherwise (see the module
+    docstring for its parts).
 
     `purge_window`: seconds a tag's purge marker is kept, the longest fill it protects
     against. `clock_skew`: seconds the clocks of purging and filling processes may disagree.
@@ -85,27 +91,35 @@ class RedisStore(BatchedLookups):
         clock_skew: float = 1.0,
         near_max_bytes: int = 0,
         near_max_age: float = 10.0,
+        topology: TopologyFactory = SingleServer,
     ) -> None:
-        # Typed loosely: the commands used here are common to Redis and RedisCluster.
-        super().__init__(namespace, timeout)  # key layout and lookup batching
-        self._redis: Any = client
+        self.layout = layout = KeyLayout(namespace)
+        #: How commands reach Redis (`SingleServer` or `ClusterTopology`).
+        self.topology = topology(client, layout)
+        self._redis = self.topology.client
+        self._timeout = timeout
         self._max_variants = max_variants
         self._purge_window_ms = max(1, int(purge_window * 1000))
         self._clock_skew = clock_skew
         self.trim_slack_ms = TRIM_SLACK_MS
         self._compare_and_delete = client.register_script(scripts.COMPARE_AND_DELETE)
-        self._store_script = client.register_script(scripts.STORE)
-        # Lookups go through a lean pipelined connection when the pool's can be reproduced.
-        pool = getattr(client, "connection_pool", None)
-        self._channel = LookupChannel.for_pool(pool) if pool is not None else None
-        # Each key's part of an MGET, packed once (`_packed_mget`).
-        self._packed_gen_key = bulk_string(self._gen_key.encode())
-        self._packed_keys: dict[str, bytes] = {}
-        if near_max_bytes > 0:
-            if isinstance(client, RedisCluster):
-                raise ValueError("the near cache is not supported on a Redis Cluster")
-            pool = client.connection_pool
-            self._near = NearCache.for_pool(pool, self, near_max_bytes, near_max_age, timeout)
+        self._near = self._near_cache(near_max_bytes, near_max_age) if near_max_bytes > 0 else None
+        self._lookups = LookupBatcher(self.topology, timeout, self._drop_damaged, self._near)
+        # Every name of the layout on the store too (it used to be its own layout): tests
+        # and tools address Redis keys through them.
+        self.namespace, self.generation_key = layout.namespace, layout.generation_key
+        self.entry_prefix, self.stats_key = layout.entry_prefix, layout.stats_key
+        self.entry_key, self.lock_key = layout.entry_key, layout.lock_key
+        self.pending_key, self.variants_key = layout.pending_key, layout.variants_key
+        self.tag_key, self.purge_marker_key = layout.tag_key, layout.purge_marker_key
+        self.key_of_entry = layout.key_of_entry
+
+    def _near_cache(self, max_bytes: int, max_age: float) -> NearCache | None:
+        connect = self.topology.near_cache_listener(self.layout.namespace)
+        if connect is None:
+            log.warning("near cache off: the redis-py internals it needs have changed")
+            return None
+        return NearCache(connect, self.layout, max_bytes, max_age, self._timeout)
 
     @classmethod
     def from_url(
@@ -113,12 +127,7 @@ class RedisStore(BatchedLookups):
     ) -> RedisStore:
         """Connect lazily to `url`; no retries, since every call is bounded by `timeout`.
         `options` are the keyword-only arguments of the constructor."""
-        # A blocking pool: under a burst of misses, stores queue for a connection (bounded
-        # by the store timeout) instead of failing with MaxConnectionsError.
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=timeout, **connection_options(timeout)
-        )
-        return cls(Redis.from_pool(pool), namespace, timeout, max_variants, **options)
+        return cls(client_for_url(url, timeout), namespace, timeout, max_variants, **options)
 
     @property
     def client(self) -> Any:
@@ -127,56 +136,50 @@ class RedisStore(BatchedLookups):
 
     @property
     def uses_lookup_channel(self) -> bool:
-        """Whether lookups go through the lean pipelined connection (`lookup_channel.py`)
-        rather than through redis-py (a pool it cannot reproduce, e.g. Sentinel)."""
-        return self._channel is not None
+        """Whether lookups go through the lean pipelined connection (`lookup_channel.py`)."""
+        return self.topology.uses_lookup_channel
 
     @property
     def near_cache(self) -> NearCache | None:
         """The near cache in front of Redis, if one is configured."""
         return self._near
 
+    @property
+    def lookups(self) -> LookupBatcher:
+        """The lookup batcher."""
+        return self._lookups
+
     # ------------------------------------------------------------------ lookups
 
-    async def _read(self, keys: list[str]) -> tuple[bytes | None, list[bytes | None]]:
-        """The generation and these entries, in one round trip (one MGET)."""
-        if self._channel is not None:
-            values = await self._channel.mget_packed(self._packed_mget(keys), len(keys) + 1)
-        else:
-            entry_keys = [self.entry_key(key) for key in keys]
-            values = cast(list[bytes | None], await self._redis.mget([self._gen_key, *entry_keys]))
-        return values[0], values[1:]
+    def peek(self, key: str, now: float) -> Answer | None:
+        """See `Store.peek`: the near cache's fresh copy, if there is one."""
+        near = self._near
+        return None if near is None else near.lookup(key, now)
 
-    def _send_now(self, keys: list[str], batch: ReplyWaiter) -> object | None:
-        """See `BatchedLookups._send_now`: on the lookup channel, when it is connected."""
-        channel = self._channel
-        if channel is None:
-            return None
-        return channel.send_now(self._packed_mget(keys), batch)
+    def get(self, key: str) -> asyncio.Future[Answer]:
+        """See `Store.get`. Resolves within the store timeout (or with `StoreError`);
+        a near-cache hit returns a future already done (awaiting it does not yield)."""
+        near = self._near
+        if near is not None:
+            found = near.lookup(key, time.time())
+            if found is not None:
+                answered: asyncio.Future[Answer] = asyncio.Future(loop=asyncio.get_running_loop())
+                answered.set_result(found)
+                return answered
+        return self._lookups.get(key)
 
-    def _abandon(self, sent_on: object) -> None:
-        if self._channel is not None:
-            self._channel.abandon(cast(Any, sent_on), "an MGET was abandoned")
-
-    def _packed_mget(self, keys: list[str]) -> bytes:
-        """`MGET gen-key entry-key...` in RESP, each key's part packed once (memoised)."""
-        packed = self._packed_keys
-        parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 2), self._packed_gen_key]
-        for key in keys:
-            part = packed.get(key)
-            if part is None:
-                part = bulk_string(self.entry_key(key).encode())
-                if len(key) <= PACKED_KEY_MAX:
-                    if len(packed) >= PACKED_KEYS_KEPT:
-                        packed.clear()
-                    packed[key] = part
-            parts.append(part)
-        return b"".join(parts)
+    def stats(self) -> dict[str, Any]:
+        """See `Store.stats`: lookup batching, and the near cache's figures."""
+        result: dict[str, Any] = {"store": "redis", **self._lookups.stats()}
+        if self._near is not None:
+            result.update(self._near.stats())
+        return result
 
     async def _drop_damaged(self, key: str, raw: bytes) -> None:
+        """Delete the entry of `key` if it still holds these (undecodable) bytes."""
         try:
             async with asyncio.timeout(self._timeout):
-                await self._compare_and_delete(keys=[self.entry_key(key)], args=[raw])
+                await self._compare_and_delete(keys=[self.layout.entry_key(key)], args=[raw])
         except (*REDIS_ERRORS, TimeoutError) as exc:
             log.debug("could not delete damaged entry %r: %r", key, exc)
 
@@ -185,42 +188,26 @@ class RedisStore(BatchedLookups):
     async def set(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
         """See `Store.set`. With `started_at` (wall-clock time the fill began), the entry is
         not stored if one of its tags was purged since (minus the clock-skew margin)."""
-        keep_ms = max(1, int(entry.keep_for() * 1000))
-        data = encode(entry)
         since = None if started_at is None else int((started_at - self._clock_skew) * 1000)
+        fill = Fill(
+            key=key,
+            data=encode(entry),
+            keep_ms=max(1, int(entry.keep_for() * 1000)),
+            tags=entry.tags,
+            since=since,
+            max_variants=self._max_variants,
+            trim_slack_ms=self.trim_slack_ms,
+            trim_limit=TRIM_LIMIT,
+        )
         try:
-            return await self._store(key, entry.tags, data, keep_ms, since)
+            return await self.topology.store(fill)
         finally:
             self._forget((key,))  # even on failure: the write may have happened
-
-    async def _store(
-        self, key: str, tags: Sequence[str], data: bytes, keep_ms: int, since: int | None
-    ) -> bool:
-        """Store, cap variants, check purge markers and index tags in one atomic script."""
-        base, mark, variant = key.partition("#")
-        tag_keys = [k for tag in tags for k in (self.tag_key(tag), self.purge_marker_key(tag))]
-        stored = await self._run(
-            self._store_script(
-                keys=[self.entry_key(key), self.variants_key(base), *tag_keys],
-                args=[
-                    data,
-                    keep_ms,
-                    mark + variant,
-                    self._max_variants,
-                    self.entry_key(base),
-                    key,
-                    "" if since is None else since,
-                    self.trim_slack_ms,
-                    TRIM_LIMIT,
-                ],
-            )
-        )
-        return int(stored) == 1
 
     async def delete(self, keys: Sequence[str]) -> int:
         """See `Store.delete`."""
         try:
-            return await self._unlink([self.entry_key(key) for key in keys])
+            return await self.topology.unlink([self.layout.entry_key(key) for key in keys])
         finally:
             self._forget(keys)
 
@@ -231,26 +218,21 @@ class RedisStore(BatchedLookups):
             for key in keys:
                 self._near.invalidate(key)
 
-    async def _unlink(self, redis_keys: Sequence[str]) -> int:
-        """UNLINK these keys; how many existed."""
-        if not redis_keys:
-            return 0
-        return int(await self._run(self._redis.unlink(*redis_keys)))
-
     async def delete_variants(self, bases: Sequence[str]) -> int:
         """See `Store.delete_variants`."""
         if not bases:
             return 0
+        layout = self.layout
         async with self._redis.pipeline(transaction=False) as pipe:
             for base in bases:
-                pipe.smembers(self.variants_key(base))
-            found = await self._run(pipe.execute())
+                pipe.smembers(layout.variants_key(base))
+            found = await self.topology.run(pipe.execute())
         keys: list[str] = []
         for base, variants in zip(bases, found, strict=True):
             keys.append(base)
             keys.extend(base + member.decode() for member in variants)
         removed = await self.delete(keys)
-        await self._unlink([self.variants_key(base) for base in bases])
+        await self.topology.unlink([layout.variants_key(base) for base in bases])
         return removed
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
@@ -260,40 +242,32 @@ class RedisStore(BatchedLookups):
         names = list(dict.fromkeys(tags))
         if not names:
             return 0
+        run, layout = self.topology.run, self.layout
         now_ms = int(time.time() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             for tag in names:
-                pipe.set(self.purge_marker_key(tag), now_ms, px=self._purge_window_ms)
-            await self._run(pipe.execute())
+                pipe.set(layout.purge_marker_key(tag), now_ms, px=self._purge_window_ms)
+            await run(pipe.execute())
         removed = 0
         for tag in names:
-            tag_key = self.tag_key(tag)
+            tag_key = layout.tag_key(tag)
             cursor: int = 0
             while True:
-                cursor, found = await self._run(self._redis.zscan(tag_key, cursor, count=TAG_BATCH))
+                cursor, found = await run(self._redis.zscan(tag_key, cursor, count=TAG_BATCH))
                 if found:
                     members = [member for member, _ in found]
                     try:
-                        removed += await self._purge_batch(tag_key, members)
+                        removed += await self.topology.purge_batch(tag_key, members)
                     finally:
                         self._forget(member.decode() for member in members)
                 if not cursor:
                     break
         return removed
 
-    async def _purge_batch(self, tag_key: str, members: list[bytes]) -> int:
-        """Remove members from the index, then their entries (in this order, one round
-        trip: a pipeline runs in order on one server). Returns how many entries existed."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(tag_key, *members)
-            pipe.unlink(*(self.entry_key(member.decode()) for member in members))
-            _, removed = await self._run(pipe.execute())
-        return int(removed)
-
     async def clear(self) -> None:
         """See `Store.clear`: bump the generation; old entries expire on their own."""
         try:
-            await self._run(self._redis.incr(self._gen_key))
+            await self.topology.run(self._redis.incr(self.layout.generation_key))
         finally:
             if self._near is not None:
                 self._near.flush()
@@ -301,47 +275,29 @@ class RedisStore(BatchedLookups):
     async def acquire_lock(self, key: str, token: str, ttl: float) -> bool:
         """See `Store.acquire_lock` (SET NX PX)."""
         ttl_ms = max(1, int(ttl * 1000))
-        return bool(await self._run(self._redis.set(self.lock_key(key), token, nx=True, px=ttl_ms)))
+        lock = self._redis.set(self.layout.lock_key(key), token, nx=True, px=ttl_ms)
+        return bool(await self.topology.run(lock))
 
     async def lock_held(self, key: str) -> bool:
         """See `Store.lock_held`."""
-        return bool(await self._run(self._redis.exists(self.lock_key(key))))
+        return bool(await self.topology.run(self._redis.exists(self.layout.lock_key(key))))
 
     async def release_lock(self, key: str, token: str) -> None:
         """See `Store.release_lock` (compare-and-delete by token)."""
-        await self._run(self._compare_and_delete(keys=[self.lock_key(key)], args=[token]))
+        release = self._compare_and_delete(keys=[self.layout.lock_key(key)], args=[token])
+        await self.topology.run(release)
 
     async def add_counters(self, counts: Mapping[str, int]) -> None:
         """Add these per-process counter increments to the namespace-wide totals."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for name, count in counts.items():
-                pipe.hincrby(self.stats_key, name, count)
-            await self._run(pipe.execute())
+                pipe.hincrby(self.layout.stats_key, name, count)
+            await self.topology.run(pipe.execute())
 
     async def close(self) -> None:
         """Wait briefly for lookups in flight, stop the near cache's listener, then close
-        the connection pool."""
-        await self._drain()
-        if self._batches:
-            await asyncio.wait(set(self._batches), timeout=self._timeout)
+        the connections."""
+        await self._lookups.close()
         if self._near is not None:
             await self._near.close()
-        if self._channel is not None:
-            self._channel.close()
-        await self._redis.aclose()
-
-    async def _run(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"redis call failed: {exc!r}") from None
-
-
-def connection_options(timeout: float) -> dict[str, Any]:
-    """redis-py client options for a store bounded by `timeout`: fail fast, never retry."""
-    return {
-        "socket_connect_timeout": timeout,
-        "socket_timeout": max(timeout, 1.0),
-        "retry": Retry(NoBackoff(), 0),
-        "health_check_interval": 30,
-    }
+        await self.topology.close()

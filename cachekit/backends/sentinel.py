@@ -1,67 +1,21 @@
-"""The Redis store behind Sentinel: the primary is looked up by service name, and again
-whenever a connection finds that it is talking to a demoted primary."""
+"""SentinelStore: the Redis store on the primary that a Sentinel service names.
+
+Its topology is a `SingleServer` on redis-py's Sentinel-managed client, which looks the
+primary up again whenever a connection finds that it is talking to a demoted primary.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
-from urllib.parse import unquote
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
-from cachekit.backends.redis import RedisStore, connection_options
-
-DEFAULT_SENTINEL_PORT: Final = 26379
-SENTINEL_SCHEMES: Final = ("redis://", "rediss://")
-
-
-@dataclass(frozen=True, slots=True)
-class SentinelAddress:
-    """What a sentinel-mode URL says: the Sentinels, and how to talk to the primary."""
-
-    sentinels: tuple[tuple[str, int], ...]
-    username: str | None
-    password: str | None
-    db: int
-    tls: bool
-
-
-def parse_sentinel_url(url: str) -> SentinelAddress:
-    """Parse `redis[s]://[user:password@]host[:port][,host[:port]...][/db]`.
-
-    Ports default to 26379. Credentials and `db` are for the primary; the Sentinels are
-    asked without credentials. Raises ValueError with a message that never echoes the URL
-    (it may carry a password).
-    """
-    scheme = next((s for s in SENTINEL_SCHEMES if url.startswith(s)), None)
-    if scheme is None:
-        raise ValueError(f"must start with one of {', '.join(SENTINEL_SCHEMES)} in sentinel mode")
-    rest = url[len(scheme) :]
-    location, _, path = rest.partition("/")
-    if "?" in location or "?" in path:
-        raise ValueError("query options are not supported in sentinel mode")
-    userinfo, at, hosts = location.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels = tuple(_host_port(part) for part in hosts.split(","))
-    try:
-        db = int(path) if path else 0
-    except ValueError:
-        raise ValueError("the path must be a database number") from None
-    return SentinelAddress(sentinels, username, password, db, scheme == "rediss://")
-
-
-def _host_port(part: str) -> tuple[str, int]:
-    host, colon, port = part.strip().rpartition(":")
-    if not colon:
-        host, port = port, str(DEFAULT_SENTINEL_PORT)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("every Sentinel must be host or host:port, separated by commas")
-    return host.strip("[]"), int(port)
+from cachekit.backends.layout import KeyLayout
+from cachekit.backends.redis import RedisStore
+from cachekit.backends.sentinel_url import parse_sentinel_url
+from cachekit.backends.single_server import SingleServer
+from cachekit.backends.topology import connection_options
 
 
 class SentinelStore(RedisStore):
@@ -69,6 +23,7 @@ class SentinelStore(RedisStore):
 
     During a failover, calls fail (and the cache fails open) until the Sentinels report the
     new primary; connections to a demoted primary are dropped on its first READONLY reply.
+    Its topology is a `SingleServer` that also closes the connections to the Sentinels.
     """
 
     def __init__(
@@ -80,9 +35,12 @@ class SentinelStore(RedisStore):
         max_variants: int = 32,
         **options: Any,
     ) -> None:
-        self._sentinel = sentinel
         primary: Redis = sentinel.master_for(service, **connection_options(timeout))
-        super().__init__(primary, namespace, timeout, max_variants, **options)
+
+        def topology(client: Redis, layout: KeyLayout) -> SingleServer:
+            return SingleServer(client, layout, also_close=sentinel.sentinels)
+
+        super().__init__(primary, namespace, timeout, max_variants, topology=topology, **options)
 
     @classmethod
     def connect(
@@ -112,9 +70,3 @@ class SentinelStore(RedisStore):
             ssl=address.tls,
         )
         return cls(sentinel, service, namespace, timeout, max_variants, **options)
-
-    async def close(self) -> None:
-        """Close the primary's pool, then the connections to the Sentinels."""
-        await super().close()
-        for client in self._sentinel.sentinels:
-            await client.aclose()
