@@ -90,6 +90,8 @@ def setup_cache(
 
     async def cache_lifecycle(_: web.Application) -> AsyncIterator[None]:
         log.info("%s store, namespace %r", cache.stats()["store"], resolved.namespace)
+        for warning in await cache.startup_warnings():
+            log.warning("%s", warning)
         signal = app.on_response_prepare
         if receiver is not None and not signal.frozen and not answers_unsafe_methods(app):
             # Nothing here can answer POST, PUT, DELETE...: the receiver could never purge,

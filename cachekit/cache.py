@@ -208,6 +208,15 @@ class Cache:
         """Drop every entry of this namespace; raises `StoreError` on failure."""
         await self._strict(self.store.clear())
 
+    async def startup_warnings(self) -> list[str]:
+        """The store's configuration problems (see `Store.startup_warnings`), bounded by the
+        store timeout; a store that cannot say within it gets a warning of its own."""
+        try:
+            async with asyncio.timeout(max(self.settings.redis_timeout, 1.0)):
+                return await self.store.startup_warnings()
+        except TimeoutError:
+            return ["the cache store did not answer at startup; serving uncached until it does"]
+
     async def publish_counters(self) -> None:
         """Add this process's counters since the last call to the store's shared totals
         (a shared store only; failures are counted, never raised)."""

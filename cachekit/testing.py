@@ -196,6 +196,9 @@ class FaultyStore:
     async def add_counters(self, counts: Mapping[str, int]) -> None:
         await self.inner.add_counters(counts)
 
+    async def startup_warnings(self) -> list[str]:
+        return await self.inner.startup_warnings()
+
     def stats(self) -> dict[str, Any]:
         return {**self.inner.stats(), "faults_injected": self.injected}
 

@@ -74,6 +74,9 @@ class DictStore:
         for name, count in counts.items():
             self.counters[name] = self.counters.get(name, 0) + count
 
+    async def startup_warnings(self) -> list[str]:
+        return []
+
     def stats(self) -> dict[str, Any]:
         return {"store": "dict", "entries": len(self.entries)}
 

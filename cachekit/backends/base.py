@@ -94,6 +94,11 @@ class Store(Protocol):
         (`python -m cachekit stats`); a store only this process sees ignores them."""
         ...
 
+    async def startup_warnings(self) -> list[str]:
+        """Problems of the store's configuration worth one warning at startup (e.g. a Redis
+        eviction policy that can drop what purges rely on); never raises."""
+        ...
+
     def stats(self) -> dict[str, Any]:
         """Facts about the store for `Cache.stats()`: `store` (its kind) and whatever it
         can tell cheaply (entries, bytes, lookup batching, near-cache figures)."""

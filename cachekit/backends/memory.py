@@ -163,6 +163,10 @@ class MemoryStore:
     async def add_counters(self, counts: Mapping[str, int]) -> None:
         """Nothing to share: this store is seen by this process alone."""
 
+    async def startup_warnings(self) -> list[str]:
+        """See `Store.startup_warnings`: nothing to warn about."""
+        return []
+
     def stats(self) -> dict[str, Any]:
         """See `Store.stats`."""
         return {"store": "memory", "entries": len(self._entries), "memory_bytes": self.used_bytes}

@@ -46,7 +46,7 @@ from typing import Any, Final
 from redis.asyncio import Redis, RedisCluster
 
 from cachekit.backends import scripts
-from cachekit.backends.base import Answer
+from cachekit.backends.base import Answer, StoreError
 from cachekit.backends.batched_lookups import LookupBatcher
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.near import NearCache
@@ -167,6 +167,25 @@ class RedisStore:
                 answered.set_result(found)
                 return answered
         return self._lookups.get(key)
+
+    async def startup_warnings(self) -> list[str]:
+        """See `Store.startup_warnings`: whether Redis's eviction policy keeps what purges
+        rely on (tag indexes and purge markers)."""
+        try:
+            reply = await self.topology.run(self.client.config_get("maxmemory-policy"))
+        except StoreError as exc:
+            return [
+                f"could not read Redis's maxmemory-policy ({exc}); purges are reliable only"
+                " under noeviction (see README, Invalidation)"
+            ]
+        policies = set(_policies(reply)) - {"noeviction"}
+        if not policies:
+            return []
+        return [
+            f"Redis's maxmemory-policy is {', '.join(sorted(policies))}: when Redis is full it"
+            " may evict tag indexes and purge markers, and a purge may then miss entries;"
+            " use noeviction (see README, Invalidation)"
+        ]
 
     def stats(self) -> dict[str, Any]:
         """See `Store.stats`: lookup batching, and the near cache's figures."""
@@ -301,3 +320,12 @@ class RedisStore:
         if self._near is not None:
             await self._near.close()
         await self.topology.close()
+
+
+def _policies(reply: Any) -> list[str]:
+    """The maxmemory-policy values of a CONFIG GET reply (one server, or one per node)."""
+    if isinstance(reply, dict) and "maxmemory-policy" in reply:
+        return [str(reply["maxmemory-policy"])]
+    if isinstance(reply, dict):
+        return [policy for node in reply.values() for policy in _policies(node)]
+    return []

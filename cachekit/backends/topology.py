@@ -14,10 +14,10 @@ from typing import Any, Final, Protocol
 
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisClusterException, RedisError
 from redis.retry import Retry
 
-from cachekit.backends.base import StoreError
+from cachekit.backends.base import StoreError, WriteRefused
 from cachekit.backends.batched_lookups import LookupBatch, RawValues, SentBatch
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.near import ListenerFactory
@@ -108,6 +108,9 @@ async def as_store_error(awaitable: Awaitable[Any]) -> Any:
     """The result of `awaitable`, with redis-py's (and sockets') errors as `StoreError`."""
     try:
         return await awaitable
+    except (OutOfMemoryError, ReadOnlyError) as exc:
+        # Redis is up and still answers reads: the cache keeps looking up (see WriteRefused).
+        raise WriteRefused(f"redis refused a write: {exc}") from None
     except REDIS_ERRORS as exc:
         raise StoreError(f"redis call failed: {exc!r}") from None
 
