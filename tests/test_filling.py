@@ -1,12 +1,13 @@
-"""No stampede, ever: one handler run per cold or stale key, whatever the concurrency.
+"""`filling`: the fill lock, waiting for its holder, refreshes; no stampede, ever.
 
-In process (embedded store and real Redis): 500 concurrent requests to a cold key,
-stale-while-revalidate, stale-if-error, clients that disconnect during a shared fill, and
-background refreshes at shutdown. Across processes (`tests/stampede_worker.py`, one real
-Redis): three workers under 300 concurrent requests, a lock holder killed with SIGKILL,
-a stale window shared by three workers, and stale-if-error across workers. Responses that
-vary on a header the decorator does not declare (learned Vary) are covered in process and
-across workers. All traffic stays on 127.0.0.1.
+One handler run per cold or stale key, whatever the concurrency. In process (embedded
+store and real Redis): 500 concurrent requests to a cold key, stale-while-revalidate,
+stale-if-error, clients that disconnect during a shared fill, and background refreshes at
+shutdown. Across processes (`tests/stampede_worker.py`, one real Redis): three workers under
+300 concurrent requests, a lock holder killed with SIGKILL, a stale window shared by three
+workers, and stale-if-error across workers. Responses that vary on a header the decorator
+does not declare (learned Vary) are covered in process and across workers. All traffic
+stays on 127.0.0.1.
 
 The handler of the multi-process workers counts its runs in Redis (INCR before it sleeps),
 so the count covers every process, including one that was killed mid-run.
