@@ -1,18 +1,20 @@
 """`Cache`: store calls bounded by the breaker and the timeout (fail open), counters, fill
-bookkeeping."""
+bookkeeping; invalidation, clearing and stats."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from cachekit import cached, setup_cache
+from cachekit import cached, get_cache, setup_cache
 from cachekit.backends.base import StoreError, WriteRefused
 from cachekit.backends.redis import RedisStore
 from cachekit.cache import Cache
@@ -145,6 +147,41 @@ async def test_a_response_varying_on_too_many_headers_is_not_stored(aiohttp_clie
         assert response.headers["X-Cache"] == "MISS"
         assert "detail=vary-limit" in response.headers["Cache-Status"]
     assert cache.stats()["stores"] == 0
+
+
+# ------------------------------------------------------------------ invalidation, clearing, stats
+
+
+def counted() -> tuple[web.RouteTableDef, Counter[str]]:
+    return web.RouteTableDef(), Counter()
+
+
+async def test_invalidate_tags_clear_and_stats(aiohttp_client) -> None:
+    routes, calls = counted()
+
+    @routes.get("/p/{id}")
+    @cached(ttl=30, key="p:{match_info[id]}", tags=lambda r: ["products", f"p{r.match_info['id']}"])
+    async def product(request: web.Request) -> web.Response:
+        calls[request.match_info["id"]] += 1
+        return web.json_response({"id": request.match_info["id"]})
+
+    app, _ = make_app(routes)
+    client = await aiohttp_client(app)
+    for path in ("/p/1", "/p/2", "/p/1", "/p/2"):
+        await client.get(path)
+    cache = get_cache(app)
+    assert await cache.invalidate_tags("p1") == 1
+    await client.get("/p/1")
+    await client.get("/p/2")
+    assert calls == {"1": 2, "2": 1}
+    assert await cache.invalidate("p:2") == 1
+    await client.get("/p/2")
+    await cache.clear()
+    await client.get("/p/1")
+    assert calls == {"1": 3, "2": 2}
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["stores"]) == (3, 5, 5)
+    assert json.dumps(stats)  # plain data, ready for a stats endpoint
 
 
 # ------------------------------------------------------------------ fail open
