@@ -1,9 +1,11 @@
 """`serving`: the request story end to end: hits, HEAD, bypasses (method, Authorization,
-`unless`, a failing key callable) and the keys requests are served under."""
+`unless`, a failing key callable), the keys requests are served under, request directives."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from typing import Any
 
 from aiohttp import web
 from yarl import URL
@@ -246,3 +248,40 @@ async def test_unless_bypasses(aiohttp_client) -> None:
     bypassed = await client.get("/u?fresh")
     assert bypassed.headers["Cache-Status"] == "cachekit; fwd=bypass; detail=unless"
     assert calls["u"] == 2
+
+
+async def test_request_directives_when_honoured(aiohttp_client: Any) -> None:
+    routes = web.RouteTableDef()
+    calls: Counter[str] = Counter()
+
+    @routes.get("/d")
+    @cached(ttl=60, honor_request_cache_control=True)
+    async def directed(request: web.Request) -> web.Response:
+        calls["d"] += 1
+        return web.Response(text=f"v{calls['d']}")
+
+    @routes.get("/ignored")
+    @cached(ttl=60)
+    async def ignored(request: web.Request) -> web.Response:
+        calls["ignored"] += 1
+        return web.Response(text="i")
+
+    client = await aiohttp_client(make_app(routes)[0])
+
+    async def text(path: str, directive: str | None = None) -> str:
+        headers = {"Cache-Control": directive} if directive else {}
+        response = await client.get(path, headers=headers)
+        return f"{response.status}:{await response.text()}"
+
+    assert await text("/d", "only-if-cached") == "504:"
+    assert await text("/d") == "200:v1"
+    assert await text("/d", "only-if-cached") == "200:v1"
+    assert await text("/d", "no-cache") == "200:v2"  # refetched and stored
+    assert await text("/d") == "200:v2"
+    assert await text("/d", "no-store") == "200:v2"  # a stored copy may still answer
+    assert await text("/d", "max-age=0") == "200:v2"  # age 0 is not older than 0
+    await asyncio.sleep(1.1)
+    assert await text("/d", "max-age=0") == "200:v3"
+    await client.get("/ignored")
+    await client.get("/ignored", headers={"Cache-Control": "no-cache"})
+    assert calls["ignored"] == 1

@@ -1,17 +1,22 @@
 """`storing`: what a handler's response leaves in the store: headers kept, responses never
-stored, raised HTTPExceptions, TTL precedence."""
+stored, raised HTTPExceptions, TTL precedence, ETags, learned Vary and its variants."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from cachekit import cached
 from cachekit.backends.memory import MemoryStore
-from tests.apps import make_app
+from cachekit.entry import body_etag
+from tests.apps import make_app, make_store
+from tests.test_conditional import etag_routes
 
 
 def counted() -> tuple[web.RouteTableDef, Counter[str]]:
@@ -217,3 +222,100 @@ async def test_ttl_precedence(aiohttp_client) -> None:
     stored = {key.split(":")[0]: item[0].ttl for key, item in cache.store._entries.items()}
     assert stored == {"declared": 70, "decorated": 20, "overridden": 99, "defaulted": 11}
     assert ttls["/zero"] == "cachekit; fwd=miss; detail=ttl-zero"
+
+
+async def test_entries_carry_a_deterministic_strong_etag(aiohttp_client: Any) -> None:
+    calls: Counter[str] = Counter()
+    client = await aiohttp_client(make_app(etag_routes(calls))[0])
+    miss = await client.get("/doc")
+    hit = await client.get("/doc")
+    assert miss.headers["ETag"] == hit.headers["ETag"] == body_etag(b"document")
+    assert hit.headers["ETag"].startswith('"') and not hit.headers["ETag"].startswith("W/")
+
+
+async def test_vary_is_learned_from_responses(aiohttp_client: Any) -> None:
+    routes = web.RouteTableDef()
+    calls: Counter[str] = Counter()
+
+    @routes.get("/greet")
+    @cached(ttl=30)
+    async def greet(request: web.Request) -> web.Response:
+        language = request.headers.get("Accept-Language", "none")
+        calls[language] += 1
+        return web.Response(text=f"hello in {language}", headers={"Vary": "accept-language"})
+
+    client = await aiohttp_client(make_app(routes)[0])
+    texts = []
+    for language in ["fr", "de", "fr", "de", " fr"]:
+        response = await client.get("/greet", headers={"Accept-Language": language.strip()})
+        texts.append(await response.text())
+    assert texts == ["hello in fr", "hello in de"] * 2 + ["hello in fr"]
+    assert calls == {"fr": 1, "de": 1}
+
+
+async def test_learned_vary_reaches_other_processes_through_stubs(
+    aiohttp_client: Any, real_redis_url: str
+) -> None:
+    routes = web.RouteTableDef()
+    calls: Counter[str] = Counter()
+
+    @routes.get("/greet")
+    @cached(ttl=30)
+    async def greet(request: web.Request) -> web.Response:
+        language = request.headers.get("Accept-Language", "none")
+        calls[language] += 1
+        return web.Response(text=language, headers={"Vary": "Accept-Language"})
+
+    one = await aiohttp_client(make_app(routes, store=make_store("redis", real_redis_url))[0])
+    two = await aiohttp_client(make_app(routes, store=make_store("redis", real_redis_url))[0])
+
+    def lang(value: str) -> dict[str, str]:  # one site behind a load balancer: one Host
+        return {"Accept-Language": value, "Host": "shop.example"}
+
+    assert await (await one.get("/greet", headers=lang("fr"))).text() == "fr"
+    # The second app has not learned the Vary yet: the stub sends it to the right variant.
+    hit = await two.get("/greet", headers=lang("fr"))
+    assert hit.headers["X-Cache"] == "HIT" and await hit.text() == "fr"
+    other = await two.get("/greet", headers=lang("de"))
+    assert other.headers["X-Cache"] == "MISS" and await other.text() == "de"
+    assert calls == {"fr": 1, "de": 1}
+
+
+async def test_variants_per_url_are_capped(aiohttp_client: Any) -> None:
+    routes = web.RouteTableDef()
+
+    @routes.get("/v")
+    @cached(ttl=30, vary=["X-Variant"])
+    async def variant(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers["X-Variant"])
+
+    app, cache = make_app(routes, max_variants=4)
+    client = await aiohttp_client(app)
+    statuses = []
+    for n in range(10):
+        response = await client.get("/v", headers={"X-Variant": str(n)})
+        statuses.append(response.headers["Cache-Status"])
+    assert statuses.count("cachekit; fwd=miss; stored") == 4
+    assert cache.stats()["entries"] == 4
+
+
+ETAG_OF_BODY = """
+import sys
+from cachekit.entry import body_etag
+sys.stdout.write(body_etag(b"same body everywhere"))
+"""
+
+
+def test_etag_is_equal_across_processes() -> None:
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", ETAG_OF_BODY],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+            env={"PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "random")
+    }
+    assert outputs == {body_etag(b"same body everywhere")}
