@@ -154,7 +154,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
 #: Modules whose async tests talk to Redis without naming a real-server fixture (a scripted
 #: server, or a store kind chosen by parameter).
 SOCKET_MODULES = frozenset(
-    {"test_lookup_channel", "test_batched_lookups", "test_stores", "test_tags", "test_stampede"}
+    {"test_lookup_channel", "test_batched_lookups", "test_stores", "test_tags", "test_filling"}
 )
 
 

@@ -1,4 +1,4 @@
-"""Worker processes for the multi-process stampede tests (tests/test_stampede.py).
+"""Worker processes for the multi-process stampede tests (tests/test_filling.py).
 
     python -m tests.stampede_worker --port P --redis-url U --delay 0.1 --ttl 60 \
         --lock-timeout 5 [--lock-ttl 30] [--stale-ttl 0] [--stale-if-error 0] ...

@@ -7,7 +7,9 @@ import os
 import re
 
 import pytest
+from aiohttp import web
 
+from cachekit import setup_cache
 from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
 from cachekit.settings import (
     CacheSettings,
@@ -310,3 +312,32 @@ def test_infinite_ttl_really_produces_undecodable_entries() -> None:
     data = encode(CachedResponse(200, (), b"", 0.0, math.inf))
     with pytest.raises(CorruptEntry, match="invalid timing"):
         decode(data)
+
+
+# ------------------------------------------------------------------ the environment at startup
+
+
+def test_invalid_environment_stops_startup_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHEKIT_DEFAULT_TTL", "soon")
+    with pytest.raises(SettingsError, match="CACHEKIT_DEFAULT_TTL"):
+        setup_cache(web.Application())
+    monkeypatch.delenv("CACHEKIT_DEFAULT_TTL")
+    monkeypatch.setenv("CACHEKIT_TTLS", "{not json")
+    with pytest.raises(SettingsError, match="CACHEKIT_TTLS"):
+        setup_cache(web.Application())
+    monkeypatch.setenv("CACHEKIT_TTLS", '{"get_product": 5}')
+    monkeypatch.setenv("CACHEKIT_REDIS_URL", "http://user:hunter2@example")
+    with pytest.raises(SettingsError, match="CACHEKIT_REDIS_URL") as raised:
+        setup_cache(web.Application())
+    assert "hunter2" not in str(raised.value)
+
+
+def test_environment_configures_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHEKIT_TTLS__GET_PRODUCT", "120")
+    monkeypatch.setenv("CACHEKIT_NAMESPACE", "shop")
+    cache = setup_cache(web.Application())
+    assert cache.settings.ttl_override("get_product") == 120
+    assert cache.settings.namespace == "shop"
+    assert cache.stats()["store"] == "memory"

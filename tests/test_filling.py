@@ -1,12 +1,13 @@
-"""No stampede, ever: one handler run per cold or stale key, whatever the concurrency.
+"""`filling`: the fill lock, waiting for its holder, refreshes; no stampede, ever.
 
-In process (embedded store and real Redis): 500 concurrent requests to a cold key,
-stale-while-revalidate, stale-if-error, clients that disconnect during a shared fill, and
-background refreshes at shutdown. Across processes (`tests/stampede_worker.py`, one real
-Redis): three workers under 300 concurrent requests, a lock holder killed with SIGKILL,
-a stale window shared by three workers, and stale-if-error across workers. Responses that
-vary on a header the decorator does not declare (learned Vary) are covered in process and
-across workers. All traffic stays on 127.0.0.1.
+One handler run per cold or stale key, whatever the concurrency. In process (embedded
+store and real Redis): 500 concurrent requests to a cold key, stale-while-revalidate,
+stale-if-error, clients that disconnect during a shared fill, and background refreshes at
+shutdown. Across processes (`tests/stampede_worker.py`, one real Redis): three workers under
+300 concurrent requests, a lock holder killed with SIGKILL, a stale window shared by three
+workers, and stale-if-error across workers. Responses that vary on a header the decorator
+does not declare (learned Vary) are covered in process and across workers. All traffic
+stays on 127.0.0.1.
 
 The handler of the multi-process workers counts its runs in Redis (INCR before it sleeps),
 so the count covers every process, including one that was killed mid-run.
@@ -41,8 +42,10 @@ from redis.asyncio import Redis
 import cachekit
 from cachekit import Cache, CacheSettings, cached, setup_cache
 from cachekit.backends.redis import RedisStore
+from tests.apps import NAMESPACE, make_app
 from tests.redis_servers import HOST, free_port
 from tests.stampede_worker import COUNTER_KEY, ITEM_KEY, die_with_parent
+from tests.test_cache import counting_routes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Bound on a worker process coming up (python start-up, imports, Redis PING).
@@ -566,6 +569,28 @@ async def test_a_lock_holder_killed_mid_fill_delays_others_by_at_most_lock_timeo
 
 async def _not(verdict: Awaitable[bool]) -> bool:
     return not await verdict
+
+
+async def test_a_dead_lock_holder_costs_each_process_one_wait(
+    aiohttp_client: Any, real_redis_url: str
+) -> None:
+    routes, calls = counting_routes()
+    store = RedisStore.from_url(real_redis_url, NAMESPACE, 0.5)
+    app, cache = make_app(routes, store=store, lock_timeout=0.4, lock_ttl=5)
+    client = await aiohttp_client(app)
+    # A filler that died while holding the lock of this very key.
+    key = f"thing:/thing?#host=127.0.0.1:{client.port}"  # hosts are kept readable
+    assert await store.acquire_lock(key, "dead-worker", 5)
+    started = time.monotonic()
+    first = await client.get("/thing")
+    waited = time.monotonic() - started
+    started = time.monotonic()
+    later = [await client.get("/thing") for _ in range(5)]
+    quick = time.monotonic() - started
+    assert first.status == 200 and all(response.status == 200 for response in later)
+    assert 0.4 <= waited < 1.5  # one lock_timeout, not more
+    assert quick < 0.4  # no further waiting in this process
+    assert calls[0] == 6 and cache.stats()["stores"] == 0  # served, nothing stored meanwhile
 
 
 # =========================================================================== 4. stale window
