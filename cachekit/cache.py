@@ -76,6 +76,18 @@ class CacheStats:
     write_refusals: int = 0
 
 
+@dataclass(slots=True)
+class HandlerState:
+    """What one cache resolved for one handler, once: the settings that apply to it, and
+    the request headers its responses were seen to vary on (`vary`, declared ones first)."""
+
+    declared_vary: tuple[str, ...]
+    vary: tuple[str, ...]
+    emit_cache_control: bool
+    honor_request_cache_control: bool
+    configured: policy.Configured
+
+
 class Cache:
     """One app's cache: its settings, its store, its fills in flight and its counters.
 
@@ -110,8 +122,8 @@ class Cache:
         self._refusal_log = RateLimitedLog()
         #: Fill locks whose holder stopped answering, until when (loop time) they may remain.
         self._stuck_locks: dict[str, float] = {}
-        #: Request headers each handler's responses were seen to vary on (by handler name).
-        self._learned_vary: dict[str, tuple[str, ...]] = {}
+        #: What this cache resolved per handler (by name; one entry per decorated handler).
+        self._handlers: dict[str, HandlerState] = {}
         self._published: dict[str, int] = {}
 
     # ------------------------------------------------------------------ counters
@@ -339,10 +351,17 @@ class Cache:
 
     # ------------------------------------------------------------------ handlers
 
-    def configured(self, spec: HandlerSpec) -> policy.Configured:
-        """The lifetimes the settings and the decorator give a handler's responses."""
+    def handler(self, spec: HandlerSpec) -> HandlerState:
+        """What this cache resolved for a handler: made once, then one dict lookup."""
+        state = self._handlers.get(spec.name)
+        if state is None:
+            state = self._handlers[spec.name] = self._resolve(spec)
+        return state
+
+    def _resolve(self, spec: HandlerSpec) -> HandlerState:
         settings = self.settings
-        return policy.Configured(
+        emit, honor = spec.emit_cache_control, spec.honor_request_cache_control
+        configured = policy.Configured(
             ttl_override=settings.ttl_override(spec.name),
             ttl=spec.ttl,
             default_ttl=settings.default_ttl,
@@ -353,29 +372,30 @@ class Cache:
             default_stale_if_error=settings.stale_if_error,
             heuristic_max_ttl=settings.heuristic_max_ttl if settings.heuristic_freshness else None,
         )
+        return HandlerState(
+            declared_vary=spec.vary,
+            vary=spec.vary,
+            emit_cache_control=emit if emit is not None else settings.emit_cache_control,
+            honor_request_cache_control=(
+                honor if honor is not None else settings.honor_request_cache_control
+            ),
+            configured=configured,
+        )
+
+    def configured(self, spec: HandlerSpec) -> policy.Configured:
+        """The lifetimes the settings and the decorator give a handler's responses."""
+        return self.handler(spec).configured
 
     def emits_cache_control(self, spec: HandlerSpec) -> bool:
         """Whether answers tell browsers and CDNs how long they may keep the response:
         the handler's own `emit_cache_control`, else the setting."""
-        own = spec.emit_cache_control
-        return own if own is not None else self.settings.emit_cache_control
+        return self.handler(spec).emit_cache_control
 
-    def request_directives(
-        self, spec: HandlerSpec, cache_control: str | None
-    ) -> policy.RequestDirectives:
-        """The request's Cache-Control directives, if the handler (or the setting) honours them."""
-        honor = spec.honor_request_cache_control
-        if honor if honor is not None else self.settings.honor_request_cache_control:
-            return policy.request_directives(cache_control)
-        return policy.NO_DIRECTIVES
-
-    def vary_names(self, handler: str, declared: tuple[str, ...]) -> tuple[str, ...]:
+    def vary_names(self, spec: HandlerSpec) -> tuple[str, ...]:
         """The request headers a handler's keys vary on: declared, then learned ones."""
-        return self._learned_vary.get(handler, declared)
+        return self.handler(spec).vary
 
-    def learn_vary(
-        self, handler: str, declared: tuple[str, ...], names: Iterable[str]
-    ) -> tuple[str, ...] | None:
+    def learn_vary(self, spec: HandlerSpec, names: Iterable[str]) -> tuple[str, ...] | None:
         """Remember that a handler's responses vary on `names` (Django's learn step).
 
         Learned names follow the declared ones in sorted order, so every process that
@@ -383,16 +403,15 @@ class Cache:
         when that would pass `LEARNED_VARY_MAX_NAMES` names or `VARY_NAME_MAX_CHARS`
         characters a name: what a process remembers per handler stays bounded.
         """
-        current = self.vary_names(handler, declared)
+        state = self.handler(spec)
+        declared, current = state.declared_vary, state.vary
         learned = set(current[len(declared) :]) | (set(names) - set(declared))
         if len(learned) > LEARNED_VARY_MAX_NAMES or any(
             len(name) > VARY_NAME_MAX_CHARS for name in learned
         ):
             return None
-        result = declared + tuple(sorted(learned))
-        if result != current:
-            self._learned_vary[handler] = result
-        return result
+        state.vary = declared + tuple(sorted(learned))
+        return state.vary
 
     def tag_names(self, tags: Iterable[str]) -> tuple[str, ...]:
         """Validated tag names: non-empty strings without NUL bytes."""

@@ -36,7 +36,7 @@ async def look_up(
     if stub is None or not stub.vary_stub:
         return key, answer
     names = directives.vary_names(directives.header_values(stub.headers, "Vary"))
-    learned = cache.learn_vary(spec.name, spec.vary, names)
+    learned = cache.learn_vary(spec, names)
     if learned is None:  # more than this process will remember: not served, not stored
         return key, (None, UNKNOWN_GENERATION)
     variant = keys.request_key(base, request, learned, cache.settings.max_key_length)
@@ -164,7 +164,7 @@ async def _wait_for_holder(job: Job, lock: FillLock) -> CachedResponse | None:
 
 
 def _collapsed(job: Job, entry: CachedResponse) -> FillOutcome:
-    vary = job.cache.vary_names(job.spec.name, job.spec.vary)
+    vary = job.cache.vary_names(job.spec)
     return FillOutcome(None, None, entry, COLLAPSED, "MISS", job.key, vary)
 
 
@@ -199,5 +199,5 @@ async def _run_and_store(job: Job, fallback: CachedResponse | None) -> FillOutco
 
 def _stale_instead(job: Job, fallback: CachedResponse) -> FillOutcome:
     job.cache.count("stale_if_error")
-    vary = job.cache.vary_names(job.spec.name, job.spec.vary)
+    vary = job.cache.vary_names(job.spec)
     return FillOutcome(None, None, fallback, STALE_IF_ERROR, "STALE", job.key, vary)

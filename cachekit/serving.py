@@ -53,9 +53,13 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             if computed is None:
                 return await _bypass(cache, call, reason)
             base = computed
-        directives = cache.request_directives(spec, headers.get(hdrs.CACHE_CONTROL))
-        vary = cache.vary_names(spec.name, spec.vary)
-        key = keys.request_key(base, request, vary, cache.settings.max_key_length)
+        state = cache.handler(spec)
+        directives = (
+            policy.request_directives(headers.get(hdrs.CACHE_CONTROL))
+            if state.honor_request_cache_control
+            else policy.NO_DIRECTIVES
+        )
+        key = keys.request_key(base, request, state.vary, cache.settings.max_key_length)
         rerouted = False
         while True:
             # 3. A fill of this key is running in this process: share its answer.
@@ -86,7 +90,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             if verdict is _FRESH:
                 cache.count_hit()
                 assert entry is not None
-                emit = cache.emits_cache_control(spec)
+                emit = state.emit_cache_control
                 return answer_from(request, entry, now, "hit", "HIT", emit_cache_control=emit)
             job = Job(cache, spec, request, call, base, key, directives, generation)
             if verdict is _STALE:

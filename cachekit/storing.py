@@ -71,7 +71,7 @@ class Stored:
 async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     """Store the handler's response if the policy allows it."""
     cache, spec, request = job.cache, job.spec, job.request
-    vary = cache.vary_names(spec.name, spec.vary)
+    vary = cache.vary_names(spec)
     body = storable_body(response)
     if body is None:
         return Stored("fwd=miss; detail=streaming", None, job.key, vary)
@@ -136,10 +136,10 @@ async def _learn_vary(job: Job, facts: policy.ResponseFacts) -> tuple[tuple[str,
     """Key the entry on every header its response varies on; leave a stub where other
     processes (which have not learned yet) will look. None: too many names to learn."""
     cache, spec = job.cache, job.spec
-    known = cache.vary_names(spec.name, spec.vary)
+    known = cache.vary_names(spec)
     if set(facts.vary) <= set(known):
         return known, job.key
-    learned = cache.learn_vary(spec.name, spec.vary, facts.vary)
+    learned = cache.learn_vary(spec, facts.vary)
     if learned is None:
         return None
     key = job.key_for(learned)
