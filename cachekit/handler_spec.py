@@ -19,8 +19,8 @@ TagFunction = Callable[[web.Request], Iterable[str] | Awaitable[Iterable[str]]]
 TagSpec = Iterable[str] | TagFunction
 
 
-def _default_key(name: str, request: web.Request) -> str:
-    return keys.default_key(name, request.rel_url)
+def _default_key(prefix: str, request: web.Request) -> str:
+    return prefix + keys.url_component(request.rel_url)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -93,7 +93,7 @@ class HandlerSpec:
         if template is not None:
             sync_key = template.compiled()
         elif key is None:
-            sync_key = functools.partial(_default_key, resolved_name)
+            sync_key = functools.partial(_default_key, keys.default_key_prefix(resolved_name))
         return cls(
             name=resolved_name,
             setting_name=handler_setting_name(resolved_name),

@@ -16,6 +16,7 @@ nothing that grows with traffic.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 import string
 from collections.abc import Callable, Iterable, Mapping
@@ -114,12 +115,11 @@ def escape_light(text: str) -> str:
 def canonical_query(query: MultiMapping[str]) -> str:
     """The parsed query the handler sees (`request.query`), sorted by name; repeated
     parameters keep their relative order. `?v` and `?v=` are one value to the handler."""
-    ordered = sorted(query.items(), key=_name_of)
-    return "&".join([f"{escape_text(name)}={escape_text(value)}" for name, value in ordered])
+    ordered = sorted(query.items(), key=_NAME_OF)
+    return "&".join([escape_text(name) + "=" + escape_text(value) for name, value in ordered])
 
 
-def _name_of(pair: tuple[str, str]) -> str:
-    return pair[0]
+_NAME_OF: Final = operator.itemgetter(0)
 
 
 def url_component(url: URL) -> str:
@@ -156,6 +156,8 @@ def vary_suffix(request: KeyedRequest, names: tuple[str, ...]) -> str:
     `host` the scheme and host the handler sees."""
     if not names:
         return ""
+    if names == _HOST_ONLY:  # the default key's
+        return "#host=" + host_component(request)
     headers = request.headers
     return "#" + "&".join(
         [
@@ -163,6 +165,9 @@ def vary_suffix(request: KeyedRequest, names: tuple[str, ...]) -> str:
             for name in names
         ]
     )
+
+
+_HOST_ONLY: Final = (HOST,)
 
 
 def bound_length(key: str, max_length: int) -> str:
@@ -200,7 +205,12 @@ def path_tag(url: URL) -> str:
 def default_key(handler_name: str, url: URL) -> str:
     """`name:path?canonical-query`, the key used when a handler gives none; `url` is the
     request's `rel_url`. The host is not here: it is a Vary value (see `HOST`)."""
-    return f"{escape_light(handler_name)}:{url_component(url)}"
+    return default_key_prefix(handler_name) + url_component(url)
+
+
+def default_key_prefix(handler_name: str) -> str:
+    """The part of a handler's default keys that names the handler (computed once)."""
+    return escape_light(handler_name) + ":"
 
 
 Getter = Callable[[KeyedRequest], str]
