@@ -21,7 +21,8 @@ CHAOS_ARGS ?=
 .DEFAULT_GOAL := test
 .PHONY: test lint demo bench chaos clean venv
 
-$(STAMP): pyproject.toml
+# _version.py too: the editable install's metadata carries the version (tests/test_packaging.py).
+$(STAMP): pyproject.toml cachekit/_version.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@

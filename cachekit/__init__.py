@@ -1,5 +1,6 @@
 """cachekit: per-handler HTTP response caching for aiohttp, in Redis or in memory."""
 
+from cachekit._version import __version__
 from cachekit.app import get_cache, setup_cache
 from cachekit.backends.base import Store, StoreError
 from cachekit.cache import Cache, CacheStats
@@ -16,6 +17,7 @@ __all__ = [
     "SettingsError",
     "Store",
     "StoreError",
+    "__version__",
     "cached",
     "get_cache",
     "load_settings",
