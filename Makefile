@@ -1,7 +1,10 @@
 # cachekit developer tasks. Needs only python3 (>= 3.11) on PATH; everything else
 # goes into .venv. The venv is (re)installed whenever pyproject.toml changes.
 #
-#   make test                 lint + type-check + pytest (PYTEST_ARGS="-k foo -x")
+#   make test                 lint + type-check + pytest (PYTEST_ARGS="-k foo -x"); pytest
+#                             includes the wheel check (tests/test_packaging.py)
+#   make wheel-check          build sdist + wheel, install the wheel into a fresh venv outside
+#                             the checkout, serve the demo's first request from it
 #   make demo                 run the demo app (in-process store by default)
 #   make bench                run the benchmarks (python -m bench)
 #   make chaos                faults under load: Redis killed, frozen, full (python -m bench.chaos)
@@ -19,7 +22,7 @@ BENCH_ARGS ?=
 CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: test lint demo bench chaos clean venv
+.PHONY: test lint wheel-check demo bench chaos clean venv
 
 # _version.py too: the editable install's metadata carries the version (tests/test_packaging.py).
 $(STAMP): pyproject.toml cachekit/_version.py
@@ -30,11 +33,14 @@ $(STAMP): pyproject.toml cachekit/_version.py
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check cachekit demo_app tests
-	$(BIN)/mypy --strict cachekit
+	$(BIN)/ruff check cachekit demo_app tests .ci/wheel_check.py
+	$(BIN)/mypy --strict cachekit .ci/wheel_check.py
 
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+wheel-check: $(STAMP)
+	$(BIN)/python .ci/wheel_check.py
 
 demo: $(STAMP)
 	$(BIN)/python -m demo_app $(DEMO_ARGS)
