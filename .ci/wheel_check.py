@@ -5,7 +5,8 @@
    tests, benchmarks or demo), and both carry the version of ``cachekit/_version.py``.
 2. A fresh virtual environment in a temporary directory outside the checkout gets the
    wheel (and its dependencies) with pip; ``import cachekit`` there must come from that
-   environment.
+   environment, with ``py.typed``, the version and the ``pytest11`` entry point of
+   ``cachekit.testing``.
 3. A copy of ``demo_app/`` (it is not in the wheel) is started with that environment's
    Python on a free 127.0.0.1 port, embedded store; its first request
    (``GET /products/7``) must answer 200 with ``X-Cache: MISS`` and the second ``HIT``.
@@ -207,19 +208,25 @@ def check_import(
     python: Path, venv: Path, app_dir: Path, env: dict[str, str], version: str
 ) -> None:
     probe = (
-        "import pathlib, cachekit; "
-        "print(pathlib.Path(cachekit.__file__).resolve()); print(cachekit.__version__)"
+        "import importlib.metadata as m, pathlib, cachekit\n"
+        "print(pathlib.Path(cachekit.__file__).resolve())\n"
+        "print(cachekit.__version__)\n"
+        "print(*[e.value for e in m.entry_points(group='pytest11', name='cachekit')])\n"
     )
     output = run([str(python), "-c", probe], PROBE_TIMEOUT, cwd=app_dir, env=env).splitlines()
-    if len(output) != 2:
+    if len(output) != 3:
         raise CheckFailed(f"unexpected output from the import probe: {output}")
-    location, imported_version = Path(output[0]), output[1]
+    location, imported_version, plugin = Path(output[0]), output[1], output[2]
     if not _inside(location, venv) or _inside(location, ROOT):
         raise CheckFailed(f"cachekit was imported from {location}, not from {venv}")
     if not (location.parent / "py.typed").is_file():
         raise CheckFailed(f"no py.typed installed beside {location}")
     if imported_version != version:
         raise CheckFailed(f"installed cachekit.__version__ {imported_version} != {version}")
+    if plugin != "cachekit.testing":
+        raise CheckFailed(
+            f"the pytest11 entry point 'cachekit' is {plugin!r}, not cachekit.testing"
+        )
     print(f"    cachekit {imported_version} from {location}")
 
 

@@ -63,6 +63,11 @@ def test_metadata_has_what_an_index_page_shows() -> None:
     assert set(urls) == {"Homepage", "Documentation", "Changelog", "Issues"}
 
 
+def test_the_pytest_plugin_is_registered() -> None:
+    (plugin,) = importlib.metadata.entry_points(group="pytest11", name="cachekit")
+    assert plugin.value == "cachekit.testing"
+
+
 def test_changelog_has_unreleased_and_the_current_version() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert "## [Unreleased]" in changelog
