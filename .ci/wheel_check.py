@@ -13,7 +13,8 @@
    Then it is stopped.
 
 Every wait is bounded. Run it as ``make wheel-check`` (or ``.venv/bin/python
-.ci/wheel_check.py [--keep]``); ``make test`` runs it through tests/test_packaging.py.
+.ci/wheel_check.py [--keep] [--python python3.13]``); ``make test`` runs it through
+tests/test_packaging.py.
 Exit status 0 and a last line ``wheel check: ok ...`` when everything holds.
 """
 
@@ -55,13 +56,18 @@ class CheckFailed(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the fresh environment (default: this one), e.g. python3.13",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="cachekit-wheel-check-")).resolve()
     try:
         if workdir.is_relative_to(ROOT):
             raise CheckFailed(f"temporary directory {workdir} is inside the checkout")
-        run_check(workdir)
+        run_check(workdir, args.python)
     except CheckFailed as exc:
         print(f"wheel check: FAILED: {exc}", file=sys.stderr)
         if args.keep:
@@ -75,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_check(workdir: Path) -> None:
+def run_check(workdir: Path, base_python: str) -> None:
     version = source_version()
     dist = workdir / "dist"
     with step("build sdist and wheel"):
@@ -91,7 +97,7 @@ def run_check(workdir: Path) -> None:
     with step("fresh virtual environment"):
         # Without pip of its own (ensurepip costs seconds): this environment's pip installs
         # into it through --python, exactly as into any other environment.
-        run([sys.executable, "-m", "venv", "--without-pip", str(venv)], VENV_TIMEOUT, env=env)
+        run([base_python, "-m", "venv", "--without-pip", str(venv)], VENV_TIMEOUT, env=env)
     with step(f"pip install {wheel.name}"):
         pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
         pip += ["--disable-pip-version-check", "--no-compile", str(wheel)]
