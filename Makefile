@@ -20,6 +20,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
+WHEEL_CHECK_ARGS ?=
 
 .DEFAULT_GOAL := test
 .PHONY: test lint wheel-check demo bench chaos clean venv
@@ -40,7 +41,7 @@ test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 wheel-check: $(STAMP)
-	$(BIN)/python .ci/wheel_check.py
+	$(BIN)/python .ci/wheel_check.py $(WHEEL_CHECK_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo_app $(DEMO_ARGS)
