@@ -1,5 +1,6 @@
 # cachekit developer tasks. Needs only python3 (>= 3.11) on PATH; everything else
-# goes into .venv. The venv is (re)installed whenever pyproject.toml changes.
+# goes into .venv. The venv is (re)installed whenever pyproject.toml or cachekit/_version.py
+# changes.
 #
 #   make test                 lint + type-check + pytest (PYTEST_ARGS="-k foo -x"); pytest
 #                             includes the wheel check (tests/test_packaging.py)
