@@ -8,7 +8,7 @@ import tracemalloc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cachekit import memo
+from cachekit import memo, responses
 from cachekit.memo import ENTRY_OVERHEAD, LARGEST_SHARE, BoundedMemo
 
 
@@ -88,6 +88,16 @@ def test_every_memo_is_registered_while_it_lives() -> None:
     gc.collect()
     assert all(each.name != "a test's" for each in memo.registered())
     assert memo.total_max_bytes() == before
+
+
+def test_cachekit_s_memos_and_their_sum() -> None:
+    # README, "Memory budget of per-process memos", lists these bounds and their sum.
+    assert responses.BLOCKS_MAX_BYTES  # imported: its memo exists
+    budgets = {each.name: each.max_bytes for each in memo.registered()}
+    ours = {"header names": 256 << 10, "entry heads": 4 << 20, "header blocks": 4 << 20}
+    assert budgets.items() >= ours.items()
+    assert sum(ours.values()) == 8.25 * (1 << 20)
+    assert memo.total_max_bytes() == sum(budgets.values())
 
 
 def test_the_memo_s_own_bookkeeping_is_within_its_overhead() -> None:
