@@ -6,10 +6,13 @@ import hashlib
 import math
 import struct
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
+from sys import getsizeof
 from typing import Final, cast
 
 from multidict import istr
+
+from cachekit.memo import BoundedMemo
 
 MAGIC: Final = b"CK"
 VERSION: Final = 1
@@ -25,10 +28,10 @@ _SEPARATOR: Final = "\x00"
 
 
 #: Header names as `istr` (aiohttp turns every plain-str name into a new `istr` each time
-#: it iterates a response's headers), one object per distinct name. Names come from stored
-#: responses, not from clients; the table is bounded all the same.
-HEADER_NAMES_MAX: Final = 1024
-_HEADER_NAMES: Final[dict[str, istr]] = {}
+#: it iterates a response's headers), one object per distinct name, so that entries share
+#: them. Names come from stored responses, not from clients.
+HEADER_NAMES_MAX_BYTES: Final = 256 << 10
+_HEADER_NAMES: Final[BoundedMemo[str, istr]] = BoundedMemo("header names", HEADER_NAMES_MAX_BYTES)
 
 
 def header_name(name: str) -> istr:
@@ -36,9 +39,47 @@ def header_name(name: str) -> istr:
     found = _HEADER_NAMES.get(name)
     if found is None:
         found = istr(name)
-        if len(_HEADER_NAMES) < HEADER_NAMES_MAX:
-            _HEADER_NAMES[name] = found
+        _HEADER_NAMES.put(name, found, strings_size((name,)) + _names_size((found,)))
     return found
+
+
+# Resident bytes beyond the characters, as tracemalloc counts them on CPython 3.11: a str of
+# ASCII characters, a tuple, a pointer, and what an istr holds besides its characters and
+# its lower-case copy of them. (Other strings are sized one by one, exactly.) The tests of
+# the memos that use these check the estimates against tracemalloc.
+_STR_BYTES: Final = getsizeof("")
+_TUPLE_BYTES: Final = getsizeof(())
+_POINTER_BYTES: Final = 8
+_ISTR_EXTRA: Final = 48
+
+
+def strings_size(strings: tuple[str, ...]) -> int:
+    """Estimated bytes of `strings` (plain str, one object each)."""
+    text = "".join(strings)
+    if text.isascii():
+        return len(strings) * _STR_BYTES + len(text)
+    return sum(map(getsizeof, strings))
+
+
+def lines_size(lines: tuple[tuple[str, str], ...]) -> int:
+    """Estimated bytes a tuple of header lines keeps alive: the tuples, the values, and each
+    name as an `istr`. (Names are shared between entries and memos: each holder counts
+    them, so this errs high.)"""
+    values = strings_size(tuple(map(_value, lines)))
+    return _TUPLE_BYTES + len(lines) * _LINE_BYTES + values + _names_size(tuple(map(_name, lines)))
+
+
+def _names_size(names: tuple[str, ...]) -> int:
+    text = "".join(names)
+    if text.isascii():
+        return len(names) * (2 * _STR_BYTES + _ISTR_EXTRA) + 2 * len(text)
+    return sum(2 * getsizeof(str(name)) + _ISTR_EXTRA for name in names)
+
+
+# Per line besides its strings: its slot in the outer tuple and the (name, value) tuple.
+_LINE_BYTES: Final = _POINTER_BYTES + _TUPLE_BYTES + 2 * _POINTER_BYTES
+_name: Final = itemgetter(0)
+_value: Final = itemgetter(1)
 
 
 class CorruptEntry(ValueError):
@@ -195,9 +236,7 @@ def decode(data: bytes) -> CachedResponse:
 #: Decoded heads (every field but the body) by their stored bytes: the bytes before the
 #: body determine every other field, so a head seen before needs neither parsing nor
 #: checks again (the body's length, part of those bytes, is checked against the data).
-#: Bounded: at most HEADS_KEPT heads of at most HEAD_MAX_BYTES bytes; cleared when full.
-HEADS_KEPT: Final = 4096
-HEAD_MAX_BYTES: Final = 1024
+HEADS_MAX_BYTES: Final = 4 << 20
 _HEAD_SIZE: Final = _HEAD.size
 # The four lengths that end the fixed head: etag, header block, tag block, body.
 _LENGTHS: Final = struct.Struct("<HIII")
@@ -236,26 +275,25 @@ _Head = tuple[
     float,
     float,
 ]
-_HEADS: Final[dict[bytes, _Head]] = {}
+_HEADS: Final[BoundedMemo[bytes, _Head]] = BoundedMemo("entry heads", HEADS_MAX_BYTES)
 _head_of: Final = attrgetter(*HEAD_FIELDS)
 _new_entry: Final = object.__new__
 
 
 def _remember_head(data: bytes, entry: CachedResponse) -> None:
-    body_at = len(data) - len(entry.body)
-    if body_at > HEAD_MAX_BYTES:
-        return
-    if len(_HEADS) >= HEADS_KEPT:
-        _HEADS.clear()
-    _HEADS[data[:body_at]] = cast(_Head, _head_of(entry))
+    head = data[: len(data) - len(entry.body)]
+    fields = cast(_Head, _head_of(entry))
+    _HEADS.put(head, fields, getsizeof(head) + _head_size(fields))
 
 
-#: Decoded header lines by their stored bytes, shared by every decoded copy of an entry
-#: (each Redis lookup decodes its entry anew). Bounded: at most LINES_KEPT blocks of at
-#: most LINES_BLOCK_MAX bytes (a few MB in all); cleared when full.
-LINES_KEPT: Final = 4096
-LINES_BLOCK_MAX: Final = 512
-_LINES: Final[dict[bytes, tuple[tuple[str, str], ...]]] = {}
+# Per remembered head: its tuple of fields, the seven floats and two ints in it.
+_HEAD_FIXED: Final = getsizeof(tuple(HEAD_FIELDS)) + 7 * getsizeof(0.0) + 2 * getsizeof(1 << 40)
+
+
+def _head_size(fields: _Head) -> int:
+    etag, tags = fields[6], fields[7]
+    text = strings_size((etag, *tags)) + _TUPLE_BYTES + len(tags) * _POINTER_BYTES
+    return _HEAD_FIXED + lines_size(fields[1]) + text
 
 
 def _header_lines(block: bytes) -> tuple[tuple[str, str], ...]:
@@ -264,12 +302,7 @@ def _header_lines(block: bytes) -> tuple[tuple[str, str], ...]:
     flat = block.decode("utf-8", "surrogateescape").split(_SEPARATOR)
     if len(flat) % 2:
         raise CorruptEntry("odd header block")
-    lines = tuple(zip(map(header_name, flat[::2]), flat[1::2], strict=True))
-    if len(block) <= LINES_BLOCK_MAX:
-        if len(_LINES) >= LINES_KEPT:
-            _LINES.clear()
-        _LINES[block] = lines
-    return lines
+    return tuple(zip(map(header_name, flat[::2]), flat[1::2], strict=True))
 
 
 def _decode(data: bytes) -> CachedResponse:
@@ -306,10 +339,7 @@ def _decode(data: bytes) -> CachedResponse:
     end = offset + etag_len
     etag = data[offset:end].decode("utf-8", "surrogateescape")
     offset, end = end, end + headers_len
-    block = data[offset:end]
-    lines = _LINES.get(block)
-    if lines is None:
-        lines = _header_lines(block)
+    lines = _header_lines(data[offset:end])
     offset, end = end, end + tags_len
     tags = data[offset:end].decode("utf-8", "surrogateescape").split(_SEPARATOR)
     return CachedResponse(

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from email.utils import formatdate
-from http import HTTPStatus
-from itertools import chain
+from sys import getsizeof
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -12,8 +11,9 @@ from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, MutableMultiMapping, istr
 
 from cachekit import conditional, directives
-from cachekit.entry import CachedResponse, body_etag, header_name
-from cachekit.hit_response import HitResponse, Wire, build_wire, header_version
+from cachekit.aiohttp_internals import Wire, build_wire, new_hit_response
+from cachekit.entry import CachedResponse, body_etag, header_name, lines_size, strings_size
+from cachekit.memo import BoundedMemo
 
 X_CACHE: Final = "X-Cache"
 ETAG_HEADER: Final = "ETag"
@@ -107,81 +107,16 @@ def from_entry(
     # multidict (each response gets a copy), instead of formatting and hashing every line.
     # Keyed by the stored lines, so that each newly decoded copy of a Redis entry finds it.
     stored = entry.headers
-    memo = _BLOCKS.get(stored)
-    if memo is not None and memo[0] == probe:
-        headers: CIMultiDict[str] = memo[1]
-        wire = memo[2]
+    known = _BLOCKS.get(stored)
+    if known is not None and known[0] == probe:
+        headers, wire = known[1], known[2]
     else:
         headers, wire = _header_block(stored, probe, entry)
-    template = _RESPONSE_TEMPLATE
-    if entry.compress or template is None:
+    if entry.compress:
         response = web.Response(status=entry.status, body=entry.body, headers=headers)
-        if entry.compress:
-            response.enable_compression()
+        response.enable_compression()
         return response
-    return _new_response(entry.status, entry.body, headers, template, wire)
-
-
-def _new_response(
-    status: int,
-    body: bytes,
-    headers: CIMultiDict[str],
-    template: dict[str, object],
-    wire: Wire | None = None,
-) -> web.Response:
-    """`HitResponse(status=status, body=body, headers=headers)` without running its
-    constructor's argument checks (half the cost of a hit): the instance gets the
-    attributes the constructor would set, `template` holding those that never vary; with
-    `wire`, the prebuilt bytes of `headers` (see `hit_response`)."""
-    response: web.Response = _object_new(HitResponse)
-    state = template.copy()
-    state["_state"] = {}
-    state["_headers"] = copy = headers.copy()
-    state["_status"] = status
-    state["_reason"] = _REASONS.get(status, "")
-    state["_body"] = body
-    if wire is not None:
-        state["_wire"] = wire
-        state["_wire_version"] = header_version(copy)
-    response.__dict__ = state
-    return response
-
-
-_object_new = object.__new__
-_REASONS: Final = {int(status): status.phrase for status in HTTPStatus}
-_PER_RESPONSE: Final = frozenset({"_state", "_headers", "_status", "_reason", "_body"})
-_IMMUTABLE: Final = (type(None), bool, int, float, str, bytes)
-
-
-def fast_response_template() -> dict[str, object] | None:
-    """The constant attributes `web.Response.__init__` sets, if `_new_response` builds
-    exactly what this aiohttp's constructor builds (as a `HitResponse`); None otherwise.
-
-    Checked once at import: every attribute beyond the per-response ones must be an
-    immutable constant (a per-instance list or cookie jar would be shared between
-    responses), and the instances of both must be equal for a few probes. Any difference
-    — a new aiohttp release that sets other fields — turns the shortcut off.
-    """
-    try:
-        fields = vars(web.Response(status=200, body=b"", headers=CIMultiDict()))
-        template = {name: value for name, value in fields.items() if name not in _PER_RESPONSE}
-        if not fields.keys() >= _PER_RESPONSE or not all(
-            type(value) in _IMMUTABLE for value in template.values()
-        ):
-            return None
-        for status, body in ((200, b"probe"), (404, b""), (203, b"x" * 100), (599, b"?")):
-            headers = CIMultiDict([("Content-Type", "text/plain"), ("X-A", "1"), ("x-a", "2")])
-            built = HitResponse(status=status, body=body, headers=headers)
-            fast = _new_response(status, body, headers, template)
-            if vars(built) != vars(fast) or type(built) is not type(fast):
-                return None
-    except Exception:  # any surprise means: use the constructor
-        return None
-    return template
-
-
-#: None when the shortcut is off (see `fast_response_template`).
-_RESPONSE_TEMPLATE: Final = fast_response_template()
+    return new_hit_response(entry.status, entry.body, headers, wire)
 
 
 def _header_block(
@@ -191,19 +126,16 @@ def _header_block(
     # iterates the lines to send them, and a CIMultiDict turns every plain-str name into a
     # new istr on each iteration.
     headers = CIMultiDict(stored)
-    headers.extend(_ours(stored, probe))
+    ours = _ours(stored, probe)
+    headers.extend(ours)
     if hdrs.SERVER not in headers:
-        # What `prepare` would add: set here, it leaves the block as `hit_response` sends it.
+        # What `prepare` would add: set here, it leaves the block as the prebuilt bytes
+        # (`aiohttp_internals.Wire`) send it, with the shortcut on or off.
         headers.add(hdrs.SERVER, SERVER_SOFTWARE)
-    wire = None
-    if len(stored) <= BLOCK_MAX_LINES and sum(map(len, chain(*stored))) <= BLOCK_MAX_BYTES:
-        # Worth its bytes only when kept: for this entry's status and body length (another
-        # entry with equal lines but another status or length finds it and falls back).
-        status = entry.status
-        wire = build_wire(status, _REASONS.get(status, ""), headers, len(entry.body))
-        if len(_BLOCKS) >= BLOCK_ENTRIES:
-            _BLOCKS.clear()
-        _BLOCKS[stored] = (probe, headers, wire)
+    # For this entry's status and body length: another entry with equal lines but another
+    # status or length finds the block and sends it the ordinary way.
+    wire = build_wire(entry.status, headers, len(entry.body))
+    _BLOCKS.put(stored, (probe, headers, wire), _block_size(stored, headers, ours, wire))
     return headers, wire
 
 
@@ -212,15 +144,34 @@ def _header_block(
 Probe = tuple[int, int, str, str, bool, float]
 
 #: Header blocks of recently hit entries, by their stored lines (equal lines, equal probe:
-#: equal block), with their bytes on the wire. Bounded: at most BLOCK_ENTRIES blocks of
-#: entries with at most BLOCK_MAX_LINES stored lines of at most BLOCK_MAX_BYTES in all
-#: (kept twice: the multidict and the wire bytes; ~1.5 KB per block for typical headers,
-#: ~6 MB in all, 20 MB at worst) per process, whatever the store holds; an entry's own
-#: memory is untouched.
-BLOCK_ENTRIES: Final = 4096
-BLOCK_MAX_LINES: Final = 24
-BLOCK_MAX_BYTES: Final = 2048
-_BLOCKS: Final[dict[tuple[tuple[str, str], ...], tuple[Probe, CIMultiDict[str], Wire | None]]] = {}
+#: equal block), with their bytes on the wire.
+BLOCKS_MAX_BYTES: Final = 4 << 20
+_Lines = tuple[tuple[str, str], ...]
+_Block = tuple[Probe, CIMultiDict[str], Wire | None]
+_BLOCKS: Final[BoundedMemo[_Lines, _Block]] = BoundedMemo("header blocks", BLOCKS_MAX_BYTES)
+
+# Per block: the (probe, headers, wire) tuple, the probe with its two ints and float, and
+# the wire (a tuple) with its ints, `Content-Length` text and bytes object.
+_BLOCK_FIXED: Final = (
+    getsizeof((0, 0, 0)) + getsizeof((0, 0, 0, 0, 0, 0)) + 2 * getsizeof(1 << 20) + getsizeof(0.0)
+)
+_WIRE_FIXED: Final = (
+    getsizeof(Wire(0, "", 0, "", b"")) + getsizeof(1 << 20) + getsizeof("1234567") + getsizeof(b"")
+)
+
+
+def _block_size(
+    stored: tuple[tuple[str, str], ...],
+    headers: CIMultiDict[str],
+    ours: tuple[tuple[str, str], ...],
+    wire: Wire | None,
+) -> int:
+    # `ours` names are shared constants; their values are the block's own.
+    size = _BLOCK_FIXED + lines_size(stored) + getsizeof(headers)
+    size += strings_size(tuple(value for _, value in ours))
+    if wire is not None:
+        size += _WIRE_FIXED + len(wire.data)
+    return size
 
 
 def _ours(stored: tuple[tuple[str, str], ...], probe: Probe) -> tuple[tuple[str, str], ...]:

@@ -1,4 +1,8 @@
-"""Hits that send prebuilt header bytes: exactly what aiohttp's own path sends, always."""
+"""aiohttp's internals in one module: the shortcuts are on for this aiohttp, off for one that
+differs, and hits over real sockets are sent exactly as aiohttp's own path sends them.
+
+(The property tests over hostile input: tests/test_aiohttp_internals_parity.py.)
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,20 @@ from aiohttp import http_writer, web
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from cachekit import cached, hit_response, responses, setup_cache
+from cachekit import aiohttp_internals, cached, memo, responses, setup_cache
 from cachekit.entry import CachedResponse
 from tests.apps import settings
 
 Client = TestClient[web.Request, web.Application]
 Change = Callable[[web.StreamResponse], None]
 BODY = b'{"items": [1, 2, 3]}' * 40
+
+
+@pytest.fixture(autouse=True)
+def _empty_memos() -> None:
+    # A header block kept by an earlier test (with the shortcut off) would be reused.
+    for kept in memo.registered():
+        kept.clear()
 
 
 # ---------------------------------------------------------------- a raw keep-alive client
@@ -106,7 +117,7 @@ def _serialisations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 async def _hit_both_ways(
     aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, app: web.Application, request: bytes
 ) -> tuple[bytes, bytes, list[str]]:
-    """The same hit with the shortcut and without it, and what the first serialised."""
+    """The same hit with the shortcuts and without them, and what the first serialised."""
     client: Client = await aiohttp_client(app)
     port = client.port
     assert port is not None
@@ -115,7 +126,8 @@ async def _hit_both_ways(
     seen = _serialisations(monkeypatch)
     fast = await _exchange(port, request)
     serialised_by_fast = list(seen)
-    monkeypatch.setattr(responses, "build_wire", lambda *args: None)
+    monkeypatch.setattr(aiohttp_internals, "WIRE_WORKS", False)
+    monkeypatch.setattr(aiohttp_internals, "RESPONSE_TEMPLATE", None)
     responses._BLOCKS.clear()
     slow = await _exchange(port, request)
     return fast, slow, serialised_by_fast
@@ -124,10 +136,12 @@ async def _hit_both_ways(
 # ---------------------------------------------------------------- tests
 
 
-def test_the_wire_shortcut_is_on_for_this_aiohttp() -> None:
-    # If a new aiohttp release turns it off, hits still work (aiohttp serialises) but
-    # cost more: this test says so instead of a benchmark.
-    assert hit_response.WIRE_WORKS
+def test_the_shortcuts_are_on_for_this_aiohttp() -> None:
+    # If a new aiohttp release turns them off, hits still work (the constructor runs and
+    # aiohttp serialises) but cost more: this test says so instead of a benchmark.
+    assert aiohttp_internals.WIRE_WORKS
+    assert aiohttp_internals.RESPONSE_TEMPLATE is not None
+    assert aiohttp_internals.response_template() == aiohttp_internals.RESPONSE_TEMPLATE
 
 
 async def test_a_plain_hit_sends_prebuilt_bytes_identical_to_aiohttps(
@@ -247,7 +261,7 @@ def test_the_shortcut_is_off_when_aiohttp_would_send_something_else(
         "_serialize_headers",
         lambda status_line, headers: original(status_line, headers) + b"X-New: 1\r\n",
     )
-    assert not hit_response._wire_matches_aiohttp()
+    assert not aiohttp_internals.wire_matches_aiohttp()
 
 
 def test_the_shortcut_is_off_when_the_writer_keeps_headers_elsewhere(
@@ -267,19 +281,42 @@ def test_the_shortcut_is_off_when_the_writer_keeps_headers_elsewhere(
 
     monkeypatch.setattr(http_writer.StreamWriter, "write_headers", write_headers)
     monkeypatch.setattr(http_writer.StreamWriter, "write_eof", write_eof)
-    assert not hit_response._wire_matches_aiohttp()
+    assert not aiohttp_internals.wire_matches_aiohttp()
 
 
 def test_blocks_that_prepare_would_change_get_no_wire() -> None:
+    build_wire = aiohttp_internals.build_wire
     plain = CIMultiDict({"Content-Type": "a/b", "Date": "x", "Server": "s"})
-    assert hit_response.build_wire(200, "OK", plain, 10) is not None
+    assert build_wire(200, plain, 10) is not None
     for missing in ("Content-Type", "Date", "Server"):
         lacking = CIMultiDict((name, value) for name, value in plain.items() if name != missing)
-        assert hit_response.build_wire(200, "OK", lacking, 10) is None
-    stated = CIMultiDict({**plain, "Content-Length": "10"})
-    assert hit_response.build_wire(200, "OK", stated, 10) is None
-    assert hit_response.build_wire(200, "OK", plain, 0) is None
-    assert hit_response.build_wire(204, "No Content", plain, 10) is None
+        assert build_wire(200, lacking, 10) is None
+    for stated in ({"Content-Length": "10"}, {"Transfer-Encoding": "chunked"}):
+        assert build_wire(200, CIMultiDict({**plain, **stated}), 10) is None
+    assert build_wire(200, plain, 0) is None
+    for status in (100, 199, 204, 304):
+        assert build_wire(status, plain, 10) is None
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "\x00", "\x7f"])
+def test_lines_aiohttp_refuses_to_send_get_no_wire(value: str) -> None:
+    # aiohttp's own path raises when it sends them; a wire would have raised in the handler.
+    # (A lone surrogate is not refused by aiohttp's C serialiser, which drops it: the wire
+    # drops it alike, see tests/test_aiohttp_internals_parity.py.)
+    block = CIMultiDict({"Content-Type": "a/b", "Date": "x", "Server": "s", "X-Bad": value})
+    assert aiohttp_internals.build_wire(200, block, 10) is None
+
+
+def test_with_the_wire_off_hits_are_plain_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An aiohttp whose private methods changed shape must never call cachekit's overrides.
+    monkeypatch.setattr(aiohttp_internals, "WIRE_WORKS", False)
+    responses._BLOCKS.clear()
+    lines = (("Content-Type", "text/plain"), ("Date", "Tue, 24 Nov 2026 07:00:00 GMT"))
+    now = time.time()
+    for template in (aiohttp_internals.RESPONSE_TEMPLATE, None):
+        monkeypatch.setattr(aiohttp_internals, "RESPONSE_TEMPLATE", template)
+        answered = responses.from_entry(_entry(lines, b"body", now), now, "hit", "HIT")
+        assert type(answered) is web.Response
 
 
 def test_a_block_shared_by_an_entry_of_another_length_is_not_sent_for_it() -> None:
@@ -288,7 +325,7 @@ def test_a_block_shared_by_an_entry_of_another_length_is_not_sent_for_it() -> No
     now = time.time()
     first = responses.from_entry(_entry(lines, b"short", now), now, "hit", "HIT")
     second = responses.from_entry(_entry(lines, b"a longer body", now), now, "hit", "HIT")
-    assert isinstance(first, hit_response.HitResponse)
+    assert isinstance(first, aiohttp_internals.HitResponse)
     assert first._wire is second._wire is not None
     assert first._wire.content_length == 5  # `HitResponse._start` checks the length
 
@@ -309,4 +346,63 @@ def test_the_shortcut_is_off_when_prepare_changes_every_response(
         self.headers["X-Added-By-Aiohttp"] = "1"
 
     monkeypatch.setattr(web.StreamResponse, "_prepare_headers", with_a_line)
-    assert not hit_response._wire_matches_aiohttp()
+    assert not aiohttp_internals.wire_matches_aiohttp()
+
+
+# ---------------------------------------------------------------- the response template
+
+
+@pytest.mark.parametrize("status", [200, 203, 404, 410, 299, 999])
+def test_the_template_builds_what_the_constructor_builds(status: int) -> None:
+    headers = CIMultiDict([("Content-Type", "a/b"), ("X-Multi", "1"), ("x-multi", "2")])
+    for response_class in (aiohttp_internals.HitResponse, web.Response):
+        fast = aiohttp_internals._from_template(
+            response_class, aiohttp_internals.RESPONSE_TEMPLATE or {}, status, b"b", headers
+        )
+        slow = response_class(status=status, body=b"b", headers=headers)
+        assert type(fast) is response_class
+        assert vars(fast) == vars(slow) and fast.headers is not headers
+
+
+def test_a_mutable_constant_in_the_constructor_turns_the_template_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = web.Response.__init__
+
+    def with_a_list(self: web.Response, **kwargs: Any) -> None:
+        original(self, **kwargs)
+        self._shared_by_mistake = []  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(web.Response, "__init__", with_a_list)
+    assert aiohttp_internals.response_template() is None
+
+
+def test_an_immutable_constant_is_carried_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = web.Response.__init__
+
+    def with_a_flag(self: web.Response, **kwargs: Any) -> None:
+        original(self, **kwargs)
+        self._new_flag = 7  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(web.Response, "__init__", with_a_flag)
+    template = aiohttp_internals.response_template()
+    assert template is not None and template["_new_flag"] == 7
+
+
+def test_a_field_that_depends_on_the_arguments_turns_the_template_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = web.Response.__init__
+
+    def with_derived(self: web.Response, **kwargs: Any) -> None:
+        original(self, **kwargs)
+        self._status_text = str(kwargs.get("status"))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(web.Response, "__init__", with_derived)
+    assert aiohttp_internals.response_template() is None
+
+
+def test_reason_phrases_are_aiohttp_s() -> None:
+    for status in range(100, 1000):
+        expected = web.Response(status=status).reason
+        assert aiohttp_internals.REASONS.get(status, "") == expected, status
