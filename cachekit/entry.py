@@ -15,7 +15,10 @@ from multidict import istr
 from cachekit.memo import BoundedMemo
 
 MAGIC: Final = b"CK"
-VERSION: Final = 1
+# 2: keys are taken from what aiohttp hands the handler and escaped anew. An entry written
+# under the earlier keys (version 1) may sit under a key that now names another request,
+# so it is never read: a version-1 entry is a miss and is replaced.
+VERSION: Final = 2
 FLAG_COMPRESS: Final = 0x01
 # A stub stored at a key whose handler turned out to vary on more request headers: its
 # `Vary` line names them, so other processes learn where the real entry lives.
