@@ -91,7 +91,7 @@ def test_every_memo_is_registered_while_it_lives() -> None:
 
 
 def test_cachekit_s_memos_and_their_sum() -> None:
-    # README, "Memory budget of per-process memos", lists these bounds and their sum.
+    # README, "Memory budget", lists these bounds and their sum.
     assert responses.BLOCKS_MAX_BYTES  # imported: its memo exists
     budgets = {each.name: each.max_bytes for each in memo.registered()}
     ours = {"header names": 256 << 10, "entry heads": 4 << 20, "header blocks": 4 << 20}
