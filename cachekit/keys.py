@@ -83,21 +83,24 @@ def escape_text(text: str) -> str:
 def escape_host(host: str) -> str:
     """A host (with port) as readable as it is, every other character (`%` included)
     escaped: injective, and free of the key's separators."""
-    if _HOST_UNSAFE.search(host) is None:
-        return host
-    if host.isascii():
-        return host.translate(_HOST_TABLE)
-    return "".join(char if char in _HOST_SAFE else escape_text(char) for char in host)
+    return _escape_readably(host, _HOST_UNSAFE, _HOST_TABLE, _HOST_SAFE)
 
 
 def escape_path(raw_path: str) -> str:
     """A raw path, readable where it can be, with every other character (`%` included)
     escaped: injective, and free of the key's separators."""
-    if _PATH_UNSAFE.search(raw_path) is None:
-        return raw_path
-    if raw_path.isascii():
-        return raw_path.translate(_PATH_TABLE)
-    return "".join(char if char in _PATH_SAFE else escape_text(char) for char in raw_path)
+    return _escape_readably(raw_path, _PATH_UNSAFE, _PATH_TABLE, _PATH_SAFE)
+
+
+def _escape_readably(
+    text: str, unsafe: re.Pattern[str], table: dict[int, str], safe: frozenset[str]
+) -> str:
+    # `safe` characters stay (never "%", so escapes cannot be forged); others are escaped.
+    if unsafe.search(text) is None:
+        return text
+    if text.isascii():
+        return text.translate(table)
+    return "".join(char if char in safe else escape_text(char) for char in text)
 
 
 def escape_light(text: str) -> str:
