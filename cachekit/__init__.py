@@ -2,7 +2,7 @@
 
 from cachekit._version import __version__
 from cachekit.app import get_cache, setup_cache
-from cachekit.backends.base import Store, StoreError
+from cachekit.backends.base import Store, StoreError, WriteRefused
 from cachekit.cache import Cache, CacheStats
 from cachekit.decorator import cached
 from cachekit.entry import CachedResponse
@@ -17,6 +17,7 @@ __all__ = [
     "SettingsError",
     "Store",
     "StoreError",
+    "WriteRefused",
     "__version__",
     "cached",
     "get_cache",
