@@ -54,8 +54,10 @@ async def cluster_client(
 ) -> tuple[Any, Cache]:
     """A test client of the catalogue app on its own ClusterStore (its own "process").
     Every client sends the same Host, which is part of the default keys."""
-    store = ClusterStore.from_url(cluster_url, NAMESPACE, 1.0)
-    app, cache = make_app(catalogue(calls, **kw), store=store)
+    # Generous timeouts: 40 first connections to a three-node cluster on a loaded CI
+    # machine can take longer than the default, and a timeout would turn a hit into a miss.
+    store = ClusterStore.from_url(cluster_url, NAMESPACE, 5.0)
+    app, cache = make_app(catalogue(calls, **kw), store=store, redis_timeout=5.0)
     return await aiohttp_client(app, headers={"Host": "shop.example"}), cache
 
 
