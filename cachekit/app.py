@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
 
 from aiohttp import web
 
@@ -24,27 +23,18 @@ from cachekit.settings import CacheSettings, load_settings
 log = logging.getLogger("cachekit")
 
 CACHE_APP_KEY: web.AppKey[Cache] = web.AppKey("cachekit_cache", Cache)
-#: Seconds a tag purge marker outlives the fill lock lifetime.
-PURGE_MARKER_MARGIN: Final = 60.0
 
 
 def build_store(settings: CacheSettings) -> Store:
     """The store the settings ask for: Redis when `redis_url` is set (standalone, cluster or
     Sentinel, by `redis_mode`, with the near cache if configured), else the embedded one
     (which is in-process already: `near_cache_max_bytes` does not apply to it)."""
-    # A purge marker must outlive any fill it may void: fills hold their lock up to lock_ttl.
-    purge_window = settings.lock_ttl + PURGE_MARKER_MARGIN
     if not settings.redis_url:
-        return MemoryStore(
-            settings.memory_max_bytes,
-            max_variants=settings.max_variants,
-            purge_window=purge_window,
-        )
+        return MemoryStore(settings.memory_max_bytes, max_variants=settings.max_variants)
     url, namespace, timeout = settings.redis_url, settings.namespace, settings.redis_timeout
     variants = settings.max_variants
-    options = {"purge_window": purge_window, "clock_skew": settings.purge_clock_skew}
     if settings.redis_mode == "cluster":  # settings refuse a near cache here
-        return ClusterStore.from_url(url, namespace, timeout, variants, **options)
+        return ClusterStore.from_url(url, namespace, timeout, variants)
     near = {
         "near_max_bytes": settings.near_cache_max_bytes,
         "near_max_age": settings.near_cache_max_age,
@@ -60,10 +50,9 @@ def build_store(settings: CacheSettings) -> Store:
             variants,
             sentinel_username=settings.redis_sentinel_username,
             sentinel_password=secret.get_secret_value() if secret is not None else None,
-            **options,
             **near,
         )
-    return RedisStore.from_url(url, namespace, timeout, variants, **options, **near)
+    return RedisStore.from_url(url, namespace, timeout, variants, **near)
 
 
 def setup_cache(

@@ -176,17 +176,17 @@ class Cache:
         self.breaker.record_success()
         return result
 
-    async def save(self, key: str, entry: CachedResponse, started_at: float) -> bool:
-        """Store an entry; False (after counting and logging) when the store failed.
+    async def save(self, key: str, entry: CachedResponse) -> bool:
+        """Store a fill's entry; False (after counting and logging) when the store failed.
 
-        `started_at`: wall-clock time (`time.time()`) taken before the handler ran. If one
-        of the entry's tags was purged since, nothing is stored (False): the response may
-        predate the purge.
+        `entry.generation` is the ticket its lookup returned, taken before the handler ran:
+        if a purge happened since, nothing is stored (False), since the response may
+        predate the purge (see `Store.set`).
         """
         if entry.generation == UNKNOWN_GENERATION:
             return False
         try:
-            stored = await self._bounded(self.store.set(key, entry, started_at), False)
+            stored = await self._bounded(self.store.set(key, entry, True), False)
         except ValueError as exc:  # e.g. a NUL byte in a header: cannot be kept faithfully
             log.debug("response for %r not storable: %s", key, exc)
             return False

@@ -15,6 +15,12 @@ from typing import Any, Final
 from cachekit.app import build_store
 from cachekit.backends.base import StoreError
 from cachekit.backends.redis import RedisStore
+from cachekit.backends.tag_versions import (
+    PURGE_BITS,
+    parse_ticket,
+    recorded_current,
+    same_generation,
+)
 from cachekit.backends.topology import REDIS_ERRORS
 from cachekit.entry import CachedResponse, CorruptEntry, decode
 from cachekit.settings import CacheSettings, SettingsError, load_settings
@@ -122,7 +128,7 @@ async def _stats(store: RedisStore, settings: CacheSettings) -> dict[str, Any]:
     client, layout = store.client, store.layout
     entries = await _count(store, layout.entries_pattern)
     tags = await _count(store, layout.tags_pattern)
-    generation = int(await client.get(layout.generation_key) or 0)
+    generation = parse_ticket(await client.get(layout.generation_key)) >> PURGE_BITS
     counters = {
         name.decode(): int(value)
         for name, value in (await client.hgetall(layout.stats_key)).items()
@@ -153,8 +159,8 @@ async def _purge(
 ) -> dict[str, Any]:
     if everything:
         await store.clear()
-        generation = int(await store.client.get(store.layout.generation_key) or 0)
-        return {"purged": "all", "generation": generation}
+        ticket = parse_ticket(await store.client.get(store.layout.generation_key))
+        return {"purged": "all", "generation": ticket >> PURGE_BITS}
     removed = await store.invalidate_tags(tags) if tags else 0
     if keys:
         removed += await store.delete_variants([_logical(store, key) for key in keys])
@@ -178,13 +184,19 @@ async def _inspect(store: RedisStore, key: str) -> dict[str, Any]:
         entry = decode(raw)
     except CorruptEntry as exc:
         raise NotFound(f"damaged entry under key {key!r} (never served): {exc}") from None
-    generation = int(await client.get(layout.generation_key) or 0)
+    ticket = parse_ticket(await client.get(layout.generation_key))
+    versions = [await client.get(layout.version_key(tag)) for tag in entry.tags]
+    current = {
+        tag: None if raw is None else raw.decode(errors="replace")
+        for tag, raw in zip(entry.tags, versions, strict=True)
+    }
     pttl = int(await client.pttl(entry_key))
     return _describe_entry(
         key,
         entry_key,
         entry=entry,
-        generation=generation,
+        ticket=ticket,
+        tags_current=recorded_current(entry, current),
         pttl=pttl,
         variants=variants,
     )
@@ -195,13 +207,16 @@ def _describe_entry(
     redis_key: str,
     *,
     entry: CachedResponse,
-    generation: int,
+    ticket: int,
+    tags_current: bool,
     pttl: int,
     variants: list[str],
 ) -> dict[str, Any]:
     now = time.time()
-    if entry.generation != generation:
+    if not same_generation(entry, ticket):
         state = "superseded (purged with --all; never served)"
+    elif not tags_current:
+        state = "purged (one of its tags was purged, or its version evicted; never served)"
     elif entry.vary_stub:
         state = "vary stub (points processes to the key with the learned Vary headers)"
     elif entry.is_fresh(now):
@@ -225,7 +240,7 @@ def _describe_entry(
         "size_bytes": entry.size,
         "body_bytes": len(entry.body),
         "etag": entry.etag,
-        "generation": entry.generation,
+        "generation": entry.generation >> PURGE_BITS,
         "tags": list(entry.tags),
         "headers": [[name, value] for name, value in entry.headers],
         "variants": variants,

@@ -18,12 +18,16 @@ MAGIC: Final = b"CK"
 # 2: keys are taken from what aiohttp hands the handler and escaped anew. An entry written
 # under the earlier keys (version 1) may sit under a key that now names another request,
 # so it is never read: a version-1 entry is a miss and is replaced.
-VERSION: Final = 2
+# 3: entries record the version of each of their tags (`tag_versions`), checked on read, so
+# a purge holds even where Redis evicted a tag index (backends/tag_versions.py).
+VERSION: Final = 3
 FLAG_COMPRESS: Final = 0x01
 # A stub stored at a key whose handler turned out to vary on more request headers: its
 # `Vary` line names them, so other processes learn where the real entry lives.
 FLAG_VARY_STUB: Final = 0x02
-_KNOWN_FLAGS: Final = FLAG_COMPRESS | FLAG_VARY_STUB
+# The tag block holds each tag's recorded version after the names.
+FLAG_TAG_VERSIONS: Final = 0x04
+_KNOWN_FLAGS: Final = FLAG_COMPRESS | FLAG_VARY_STUB | FLAG_TAG_VERSIONS
 # magic, version, flags, status, stored_at, ttl, grace, stale_if_error, generation,
 # and the byte lengths of the etag, header block, tag block and body that follow.
 _HEAD: Final = struct.Struct("<2sBBHddddQHIII")
@@ -113,6 +117,9 @@ class CachedResponse:
     compress: bool = False
     vary_stub: bool = False
     size: int = field(default=0, compare=False)
+    #: The version of each of `tags` when the store wrote the entry (empty where the store
+    #: checks purges otherwise, as the embedded store does): see backends/tag_versions.py.
+    tag_versions: tuple[str, ...] = ()
     # Deadlines derived once, since every hit compares against them.
     fresh_until: float = field(init=False, compare=False, repr=False)
     stale_until: float = field(init=False, compare=False, repr=False)
@@ -163,24 +170,31 @@ def _join(values: list[str], *, allow_empty: bool = True) -> bytes:
     return _SEPARATOR.join(values).encode("utf-8", "surrogateescape")
 
 
-def encode(entry: CachedResponse) -> bytes:
-    """Serialise an entry; raises ValueError for data that cannot be stored faithfully."""
+def encode(entry: CachedResponse, tag_versions: tuple[str, ...] = ()) -> bytes:
+    """Serialise an entry, recording `tag_versions` (one per tag, or none) instead of the
+    entry's own; raises ValueError for data that cannot be stored faithfully."""
     flat = [part for line in entry.headers for part in line]
     headers = _join(flat)
-    tags = _join(list(entry.tags), allow_empty=False)
+    if tag_versions and len(tag_versions) != len(entry.tags):
+        raise ValueError("one version per tag")
+    tags = _join([*entry.tags, *tag_versions], allow_empty=False)
     etag = entry.etag.encode("utf-8", "surrogateescape")
     try:
-        head = _pack_head(entry, etag, headers, tags)
+        head = _pack_head(entry, etag, headers, tags, bool(tag_versions))
     except struct.error as exc:
         raise ValueError(f"entry does not fit the format: {exc}") from None
     return b"".join((head, etag, headers, tags, entry.body))
 
 
-def _pack_head(entry: CachedResponse, etag: bytes, headers: bytes, tags: bytes) -> bytes:
+def _pack_head(
+    entry: CachedResponse, etag: bytes, headers: bytes, tags: bytes, versioned: bool
+) -> bytes:
     return _HEAD.pack(
         MAGIC,
         VERSION,
-        (FLAG_COMPRESS if entry.compress else 0) | (FLAG_VARY_STUB if entry.vary_stub else 0),
+        (FLAG_COMPRESS if entry.compress else 0)
+        | (FLAG_VARY_STUB if entry.vary_stub else 0)
+        | (FLAG_TAG_VERSIONS if versioned else 0),
         entry.status,
         entry.stored_at,
         entry.ttl,
@@ -222,6 +236,7 @@ def decode(data: bytes) -> CachedResponse:
                 entry.fresh_until,
                 entry.stale_until,
                 entry.drop_at,
+                entry.tag_versions,
             ) = known
             entry.body = data[body_at:]
             entry.size = len(data)
@@ -260,6 +275,7 @@ HEAD_FIELDS: Final = (
     "fresh_until",
     "stale_until",
     "drop_at",
+    "tag_versions",
 )
 _Lines = tuple[tuple[str, str], ...]
 _Head = tuple[
@@ -277,6 +293,7 @@ _Head = tuple[
     float,
     float,
     float,
+    tuple[str, ...],
 ]
 _HEADS: Final[BoundedMemo[bytes, _Head]] = BoundedMemo("entry heads", HEADS_MAX_BYTES)
 _head_of: Final = attrgetter(*HEAD_FIELDS)
@@ -294,8 +311,12 @@ _HEAD_FIXED: Final = getsizeof(tuple(HEAD_FIELDS)) + 7 * getsizeof(0.0) + 2 * ge
 
 
 def _head_size(fields: _Head) -> int:
-    etag, tags = fields[6], fields[7]
-    text = strings_size((etag, *tags)) + _TUPLE_BYTES + len(tags) * _POINTER_BYTES
+    etag, tags, versions = fields[6], fields[7], fields[14]
+    text = (
+        strings_size((etag, *tags, *versions))
+        + 2 * _TUPLE_BYTES
+        + (len(tags) + len(versions)) * _POINTER_BYTES
+    )
     return _HEAD_FIXED + lines_size(fields[1]) + text
 
 
@@ -344,7 +365,12 @@ def _decode(data: bytes) -> CachedResponse:
     offset, end = end, end + headers_len
     lines = _header_lines(data[offset:end])
     offset, end = end, end + tags_len
-    tags = data[offset:end].decode("utf-8", "surrogateescape").split(_SEPARATOR)
+    tags = data[offset:end].decode("utf-8", "surrogateescape").split(_SEPARATOR) if tags_len else []
+    versions: list[str] = []
+    if flags & FLAG_TAG_VERSIONS:
+        if len(tags) % 2:
+            raise CorruptEntry("tag block without one version per tag")
+        tags, versions = tags[: len(tags) // 2], tags[len(tags) // 2 :]
     return CachedResponse(
         status,
         lines,
@@ -354,9 +380,10 @@ def _decode(data: bytes) -> CachedResponse:
         grace,
         stale_if_error,
         etag,
-        tuple(tags) if tags_len else (),
+        tuple(tags),
         generation,
         bool(flags & FLAG_COMPRESS),
         bool(flags & FLAG_VARY_STUB),
         len(data),
+        tuple(versions),
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from typing import Final
 
 from aiohttp import web
@@ -110,7 +109,6 @@ async def refresh(job: Job) -> None:
         if lock.held and await _fresh_entry(job) is not None:
             return
         cache.count("refreshes")
-        job.started_at = time.time()
         try:
             response: web.StreamResponse = await job.call()
         except web.HTTPException as exc:
@@ -128,7 +126,9 @@ async def refresh(job: Job) -> None:
 async def _fresh_entry(job: Job) -> CachedResponse | None:
     """The entry of `job.key` if it is fresh now (moving `job.key` to a learned variant)."""
     cache = job.cache
-    job.key, (entry, _) = await look_up(cache, job.spec, job.request, job.base, job.key)
+    job.key, (entry, ticket) = await look_up(cache, job.spec, job.request, job.base, job.key)
+    if ticket != UNKNOWN_GENERATION:
+        job.generation = ticket  # the latest ticket read before the handler runs
     return entry if entry is not None and entry.is_fresh(cache.clock()) else None
 
 
@@ -151,6 +151,7 @@ async def _wait_for_holder(job: Job, lock: FillLock) -> CachedResponse | None:
         )
         if generation == UNKNOWN_GENERATION:
             break
+        job.generation = generation  # the latest ticket read before the handler runs
         if entry is not None and entry.is_fresh(cache.clock()):
             return entry
         held = await cache.lock_held(lock.key)
@@ -174,7 +175,6 @@ def _lockable(job: Job) -> bool:
 
 async def _run_and_store(job: Job, fallback: CachedResponse | None) -> FillOutcome:
     error: BaseException | None = None
-    job.started_at = time.time()  # before the handler reads anything (see `Cache.save`)
     try:
         response: web.StreamResponse = await job.call()
     except web.HTTPException as exc:

@@ -160,16 +160,6 @@ class CacheSettings(BaseSettings):
             " Credentials in CACHEKIT_REDIS_URL are for the primary."
         ),
     )
-    purge_clock_skew: float = Field(
-        default=1.0,
-        ge=0,
-        le=60,
-        allow_inf_nan=False,
-        description=(
-            "Seconds the clocks of app processes may disagree. A fill that began less than"
-            " this long after a purge of one of its tags is not stored (it might predate it)."
-        ),
-    )
     near_cache_max_bytes: int = Field(
         default=0,
         ge=0,

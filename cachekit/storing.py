@@ -42,9 +42,8 @@ class Job:
     base: str
     key: str
     directives: policy.RequestDirectives
+    #: The ticket of the lookup made before the handler ran (see `Cache.save`).
     generation: int
-    #: Wall-clock time taken just before the handler ran (see `Cache.save`).
-    started_at: float = 0.0
 
     def key_for(self, vary: tuple[str, ...]) -> str:
         """This request's key when its handler varies on `vary`."""
@@ -120,7 +119,7 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
         reason = decision.reason
     elif entry.ttl <= 0:
         reason = "ttl-zero"
-    elif await cache.save(key, entry, job.started_at):
+    elif await cache.save(key, entry):
         if ETAG_HEADER not in response.headers:
             response.headers[ETAG_HEADER] = entry.etag
         if job.emit_cache_control:
@@ -153,5 +152,5 @@ async def _learn_vary(job: Job, facts: policy.ResponseFacts) -> tuple[tuple[str,
             generation=job.generation,
             vary_stub=True,
         )
-        await cache.save(job.key, stub, job.started_at)
+        await cache.save(job.key, stub)
     return learned, key

@@ -169,8 +169,8 @@ class FaultyStore:
     async def get(self, key: str) -> Answer:
         return await self._call(self.inner.get(key))
 
-    async def set(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
-        return await self._call(self.inner.set(key, entry, started_at), writing=True)
+    async def set(self, key: str, entry: CachedResponse, conditional: bool = False) -> bool:
+        return await self._call(self.inner.set(key, entry, conditional), writing=True)
 
     async def delete(self, keys: Sequence[str]) -> int:
         return await self._call(self.inner.delete(keys), writing=True)

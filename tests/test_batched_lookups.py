@@ -15,9 +15,18 @@ from cachekit.backends.base import Answer, StoreError
 from cachekit.backends.batched_lookups import LookupBatch, LookupBatcher, RawValues
 from cachekit.entry import CachedResponse, CorruptEntry, encode
 
+#: The ticket the fake Redis holds (`G:P` = 5:9), as lookups return it.
+TICKET = 5 << 32 | 9
 
-def encoded(body: bytes, generation: int = 0) -> bytes:
-    return encode(CachedResponse(200, (), body, time.time(), 60.0, generation=generation))
+
+def encoded(
+    body: bytes,
+    generation: int = TICKET,
+    tags: tuple[str, ...] = (),
+    versions: tuple[str, ...] = (),
+) -> bytes:
+    entry = CachedResponse(200, (), body, time.time(), 60.0, generation=generation, tags=tags)
+    return encode(entry, versions)
 
 
 class Reads:
@@ -25,7 +34,9 @@ class Reads:
 
     def __init__(self, values: dict[str, bytes], *, send_now: bool = False) -> None:
         self.values = values
-        self.generation = b"0"
+        self.generation = b"5:9"
+        self.versions: dict[str, bytes] = {}
+        self.version_reads: list[list[str]] = []
         self.reads: list[list[str]] = []
         self.sent: list[LookupBatch] = []
         self.abandoned = 0
@@ -34,6 +45,10 @@ class Reads:
     async def read(self, keys: list[str]) -> RawValues:
         self.reads.append(keys)
         return self.generation, [self.values.get(key) for key in keys]
+
+    async def read_versions(self, tags: list[str]) -> RawValues:
+        self.version_reads.append(tags)
+        return self.generation, [self.versions.get(tag) for tag in tags]
 
     def send_now(self, keys: list[str], batch: LookupBatch) -> Reads | None:
         if not self._send_now:
@@ -79,10 +94,10 @@ async def test_lookups_of_one_loop_turn_share_one_read_and_observer_ticket() -> 
     results = await asyncio.gather(*(batcher.get(key) for key in ["a", "b", "a", "zz"]))
     assert reads.reads == [["a", "b", "zz"]]
     assert [(found.body if found else None, gen) for found, gen in results] == [
-        (b"A", 0),
-        (b"B", 0),
-        (b"A", 0),
-        (None, 0),
+        (b"A", TICKET),
+        (b"B", TICKET),
+        (b"A", TICKET),
+        (None, TICKET),
     ]
     # Watched before the read, entries offered with its ticket, released after.
     assert observer.calls == [
@@ -96,10 +111,66 @@ async def test_lookups_of_one_loop_turn_share_one_read_and_observer_ticket() -> 
 
 
 async def test_an_entry_of_another_generation_is_a_miss() -> None:
-    reads = Reads({"old": encoded(b"old", generation=1)})
-    reads.generation = b"2"
+    reads = Reads({"old": encoded(b"old", generation=1 << 32)})
+    reads.generation = b"2:0"
     batcher = LookupBatcher(reads, 1.0, drop)
-    assert await batcher.get("old") == (None, 2)
+    assert await batcher.get("old") == (None, 2 << 32)
+    reads.generation = None  # the ticket key is missing: no entry is valid
+    reads.values["new"] = encoded(b"new", generation=0)
+    assert await batcher.get("new") == (None, 0)
+
+
+async def test_tagged_entries_are_served_while_their_versions_are_current() -> None:
+    reads, observer = Reads({"a": encoded(b"A", tags=("t", "u"), versions=("1", "1"))}), Observer()
+    reads.versions = {"t": b"1", "u": b"1"}
+    batcher = LookupBatcher(reads, 1.0, drop, observer)
+    found, ticket = await batcher.get("a")
+    assert found is not None and found.body == b"A" and ticket == TICKET
+    assert reads.version_reads == [["t", "u"]]
+    # Kept under the same ticket: the next lookup needs no second round trip, and is
+    # offered to the near cache (the first, answered after the versions, was not).
+    assert (await batcher.get("a"))[0] is not None
+    assert reads.version_reads == [["t", "u"]]
+    assert [call[0] for call in observer.calls].count("offer") == 1
+
+
+async def test_a_purge_changes_the_ticket_and_voids_entries_of_its_tags() -> None:
+    reads = Reads(
+        {
+            "a": encoded(b"A", tags=("t",), versions=("1",)),
+            "b": encoded(b"B", tags=("u",), versions=("1",)),
+        }
+    )
+    reads.versions = {"t": b"1", "u": b"1"}
+    batcher = LookupBatcher(reads, 1.0, drop)
+    assert (await batcher.get("a"))[0] is not None
+    assert (await batcher.get("b"))[0] is not None
+    reads.generation, reads.versions["t"] = b"5:10", b"2"  # a purge of `t`
+    assert await batcher.get("a") == (None, 5 << 32 | 10)
+    found, _ = await batcher.get("b")
+    assert found is not None and found.body == b"B"  # `u` was not purged
+    del reads.versions["u"]  # evicted: nothing can vouch for the entry
+    reads.generation = b"5:11"
+    assert (await batcher.get("b"))[0] is None
+
+
+async def test_an_entry_with_tags_but_no_versions_is_a_miss() -> None:
+    reads = Reads({"a": encoded(b"A", tags=("t",))})
+    reads.versions = {"t": b"1"}
+    batcher = LookupBatcher(reads, 1.0, drop)
+    assert await batcher.get("a") == (None, TICKET)
+
+
+async def test_a_failed_version_read_fails_its_lookups() -> None:
+    reads = Reads({"a": encoded(b"A", tags=("t",), versions=("1",))})
+
+    async def broken(tags: list[str]) -> RawValues:
+        raise ConnectionError("gone")
+
+    reads.read_versions = broken  # type: ignore[method-assign]
+    batcher = LookupBatcher(reads, 1.0, drop)
+    with pytest.raises(StoreError):
+        await batcher.get("a")
 
 
 async def test_a_damaged_value_fails_its_lookups_only_and_is_dropped() -> None:

@@ -97,7 +97,7 @@ def test_entry_cost_counts_every_part() -> None:
 class TestBasics:
     async def test_get_missing(self, clock: Clock) -> None:
         store = MemoryStore(10_000, clock=clock)
-        assert await store.get("nope") == (None, 0)
+        assert await store.get("nope") == (None, 1)  # the ticket: 1 until a purge or clear
         assert store.get_now("nope") is None
         assert store.remote is False
 
@@ -105,7 +105,7 @@ class TestBasics:
         store = MemoryStore(10_000, clock=clock)
         entry = make_entry(b"hello")
         assert await store.set("k", entry) is True
-        assert await store.get("k") == (entry, 0)
+        assert await store.get("k") == (entry, 1)
         assert len(store) == 1
         assert store.used_bytes == entry_cost("k", entry)
 
@@ -280,7 +280,7 @@ class TestExpiry:
         clock.now = 1059.0
         assert store.get_now("k") is not None
         clock.now = 1060.0
-        assert await store.get("k") == (None, 0)
+        assert await store.get("k") == (None, 1)
 
     async def test_expiry_uses_the_entry_stored_at_not_the_insert_time(self, clock: Clock) -> None:
         store = MemoryStore(10_000, clock=clock)

@@ -45,8 +45,18 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     await made.close()
 
 
-def entry(tags: tuple[str, ...] = ("t",), ttl: float = 60.0, body: bytes = b"x") -> CachedResponse:
-    return CachedResponse(200, (("Content-Type", "text/plain"),), body, time.time(), ttl, tags=tags)
+def entry(
+    tags: tuple[str, ...] = ("t",), ttl: float = 60.0, body: bytes = b"x", generation: int = 0
+) -> CachedResponse:
+    return CachedResponse(
+        200,
+        (("Content-Type", "text/plain"),),
+        body,
+        time.time(),
+        ttl,
+        tags=tags,
+        generation=generation,
+    )
 
 
 def product_routes(state: dict[str, Any]) -> web.RouteTableDef:
@@ -75,19 +85,35 @@ def new_state(**extra: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ store level
 
 
-async def test_a_purge_voids_fills_that_began_before_it(store: Store) -> None:
-    started = time.time()
-    assert await store.set("a", entry(("t", "u")), started_at=started)
+async def test_a_purge_voids_fills_that_looked_up_before_it(store: Store) -> None:
+    _, ticket = await store.get("a")
+    assert await store.set("a", entry(("t", "u"), generation=ticket), conditional=True)
     await store.invalidate_tags(["t"])
     assert (await store.get("a"))[0] is None
-    # The same fill storing after the purge: refused, whatever the other tags.
-    assert not await store.set("a", entry(("u", "t")), started_at=started)
+    # A fill whose lookup came before the purge: refused, whatever its tags (a purge's
+    # tags are not compared: any purge since the lookup voids it).
+    assert not await store.set("a", entry(("u", "t"), generation=ticket), conditional=True)
+    assert not await store.set("b", entry(("u",), generation=ticket), conditional=True)
     assert (await store.get("a"))[0] is None
-    # Untouched tags and fills that began after the purge (+ the skew margin) are fine.
-    assert await store.set("b", entry(("u",)), started_at=started)
-    assert await store.set("a", entry(("t",)), started_at=time.time() + 2)
+    # The first fill that looked up after the purge is stored: no clock, no margin.
+    _, after = await store.get("a")
+    assert after != ticket
+    assert await store.set("a", entry(("t",), generation=after), conditional=True)
     assert (await store.get("a"))[0] is not None
+    assert await store.set("b", entry(("u",), generation=after), conditional=True)
     assert await store.invalidate_tags(["t", "u"]) == 2
+
+
+async def test_a_clear_voids_fills_that_looked_up_before_it(store: Store) -> None:
+    _, ticket = await store.get("a")
+    await store.clear()
+    assert not await store.set("a", entry(("t",), generation=ticket), conditional=True)
+    assert not await store.set("b", entry((), generation=ticket), conditional=True) or (
+        (await store.get("b"))[0] is None  # stored under the old generation: never served
+    )
+    _, after = await store.get("a")
+    assert await store.set("a", entry(("t",), generation=after), conditional=True)
+    assert (await store.get("a"))[0] is not None
 
 
 async def test_purge_counts_each_entry_once_and_spares_other_tags(store: Store) -> None:
@@ -95,7 +121,8 @@ async def test_purge_counts_each_entry_once_and_spares_other_tags(store: Store) 
         await store.set(f"k{i}", entry(("all", f"k{i}", "even" if i % 2 else "odd")))
     assert await store.invalidate_tags(["even", "all", "missing"]) == 30
     assert await store.invalidate_tags(["all"]) == 0
-    assert await store.set("k1", entry(("even",)), started_at=time.time() + 2)
+    _, ticket = await store.get("k1")
+    assert await store.set("k1", entry(("even",), generation=ticket), conditional=True)
 
 
 # ------------------------------------------------------------------ app level
@@ -106,7 +133,7 @@ async def test_a_fill_racing_a_purge_is_never_served(
     kind: str, aiohttp_client: Any, request: pytest.FixtureRequest
 ) -> None:
     state = new_state(release=asyncio.Event())
-    app, cache = make_app(product_routes(state), store=build(kind, request, clock_skew=0.05))
+    app, cache = make_app(product_routes(state), store=build(kind, request))
     client = await aiohttp_client(app)
     racing = asyncio.create_task(client.get("/p/7"))
     await state["entered"].wait()  # the handler has read version 1 ...
@@ -117,18 +144,16 @@ async def test_a_fill_racing_a_purge_is_never_served(
     assert first.headers["X-Cache"] == "MISS" and (await first.json())["version"] == 1
     second = await client.get("/p/7")
     assert second.headers["X-Cache"] == "MISS" and (await second.json())["version"] == 2
-    await asyncio.sleep(0.1)  # past the skew margin: cached again
-    await client.get("/p/7")
-    third = await client.get("/p/7")
+    third = await client.get("/p/7")  # the first fill after the purge was stored
     assert third.headers["X-Cache"] == "HIT" and (await third.json())["version"] == 2
 
 
-async def test_a_fill_slower_than_the_skew_margin_is_still_voided(
+async def test_a_slow_fill_racing_a_purge_is_still_voided(
     aiohttp_client: Any, real_redis_url: str
 ) -> None:
-    # The fill's start (its lookup) is 1.3 s before it stores, more than the 1 s margin.
+    # The fill's lookup is 1.3 s before it stores (the old clock window was 1 s).
     state = new_state(release=asyncio.Event(), linger=1.3)
-    store = RedisStore.from_url(real_redis_url, NAMESPACE, 0.5, clock_skew=1.0)
+    store = RedisStore.from_url(real_redis_url, NAMESPACE, 0.5)
     app, cache = make_app(product_routes(state), store=store)
     client = await aiohttp_client(app)
     racing = asyncio.create_task(client.get("/p/7"))
@@ -146,10 +171,9 @@ async def test_a_purge_in_one_process_is_seen_by_another(
     kind: str, aiohttp_client: Any, request: pytest.FixtureRequest
 ) -> None:
     state = new_state()
-    # One host, one clock: no skew margin, so a fill right after the purge is stored again.
-    one_app, _ = make_app(product_routes(state), store=build(kind, request, clock_skew=0))
+    one_app, _ = make_app(product_routes(state), store=build(kind, request))
     one = await aiohttp_client(one_app)
-    other_app, other = make_app(product_routes(state), store=build(kind, request, clock_skew=0))
+    other_app, other = make_app(product_routes(state), store=build(kind, request))
     await aiohttp_client(other_app)
     for product in ("1", "2", "3"):
         await one.get(f"/p/{product}")
@@ -205,7 +229,7 @@ async def test_a_purge_from_another_os_process(aiohttp_client: Any, real_redis_u
 async def test_tag_indexes_are_trimmed_as_entries_expire(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
-    store = build(kind, request, purge_window=5.0)
+    store = build(kind, request)
     assert isinstance(store, RedisStore)
     store.trim_slack_ms = 0  # trim as soon as an entry expired (the default waits 30 s)
     client, index = store.client, store.tag_key("t")
@@ -226,7 +250,8 @@ async def test_tag_indexes_are_trimmed_as_entries_expire(
         assert 0 < await client.pttl(index) <= 30_000  # the index expires with its last entry
         await store.invalidate_tags(["t"])
         assert not await client.exists(index)
-        assert 0 < await client.pttl(store.purge_marker_key("t")) <= 5_000
+        # The tag's version: replaced by the purge, kept as long as its longest entry.
+        assert 0 < await client.pttl(store.version_key("t")) <= 30_000
     finally:
         await store.close()
 

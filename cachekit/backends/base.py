@@ -7,11 +7,11 @@ from typing import Any, Final, Protocol
 
 from cachekit.entry import CachedResponse
 
-#: Generation value meaning "the lookup failed; do not store what the handler produces".
+#: Ticket value meaning "the lookup failed; do not store what the handler produces".
 UNKNOWN_GENERATION: Final = -1
 
-#: A store's answer for one key: the entry (None when absent) and the namespace generation
-#: it was read under.
+#: A store's answer for one key: the entry (None when absent) and the ticket it was read
+#: under (the fill stores its entry with `generation` = that ticket).
 Answer = tuple[CachedResponse | None, int]
 
 
@@ -29,8 +29,11 @@ class Store(Protocol):
 
     Failure contract: a store raises `StoreError` (or lets a timeout propagate) and the
     caller serves the request as if nothing was cached; a store never returns damaged data.
-    `generation` is the namespace generation seen by `get`; an entry stored with an older
-    generation (the namespace was cleared meanwhile) is never returned.
+
+    Tickets: every answer carries the store's ticket, a value that changes with every purge
+    and clear (never with a fill). A fill stores its entry with `generation` = the ticket
+    of its lookup and `conditional=True`: the store refuses it when a purge may have
+    happened since, so a response that may predate a purge is never stored.
     """
 
     #: True when operations do I/O and must be bounded by a timeout and a breaker.
@@ -46,14 +49,13 @@ class Store(Protocol):
         """The entry under `key` (None when absent) and the current generation."""
         ...
 
-    async def set(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
+    async def set(self, key: str, entry: CachedResponse, conditional: bool = False) -> bool:
         """Store `entry` for `entry.keep_for()` seconds and index it under its tags.
 
         A key `base#variant` is a Vary variant of `base`; False means it was not stored
-        because `base` already has the maximum number of live variants. `started_at` is the
-        wall-clock time (`time.time()`) the fill began, before the handler ran: when given,
-        False also means one of the entry's tags was purged since, so the response may
-        predate the purge. Raises ValueError for an entry that cannot be encoded.
+        because `base` already has the maximum number of live variants, or (`conditional`)
+        because the ticket `entry.generation` is no longer current: a purge or clear since
+        the lookup that returned it. Raises ValueError for an entry that cannot be encoded.
         """
         ...
 
@@ -68,8 +70,8 @@ class Store(Protocol):
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
         """Remove every entry stored under any of these tags; returns how many.
 
-        Also voids fills of these tags still in flight: `set` with an earlier `started_at`
-        stores nothing, so no entry of a purged tag is served afterwards.
+        Also voids fills still in flight (a new ticket): no entry of a purged tag is
+        served afterwards, whatever the store evicts.
         """
         ...
 

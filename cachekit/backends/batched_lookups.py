@@ -9,7 +9,10 @@ store timeout counted from its own `get`. The batcher is built from:
   connection's read callback without a task when a lookup connection is open, else `read`
   awaited in a task;
 - a `LookupObserver` (the near cache, optional), told about each batch (see its rule 2);
-- `drop_damaged`, which deletes an entry that could not be decoded.
+- `drop_damaged`, which deletes an entry that could not be decoded;
+- `TagVersions`, which says whether a tagged entry's recorded tag versions are current
+  (`tag_versions.py`); entries it cannot vouch for wait for one more round trip
+  (`MgetReads.read_versions`) before they are answered.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final, Protocol
 
 from cachekit.backends.base import Answer, StoreError
-from cachekit.entry import CorruptEntry, decode
+from cachekit.backends.tag_versions import (
+    TagVersions,
+    parse_ticket,
+    recorded_current,
+    same_generation,
+)
+from cachekit.entry import CachedResponse, CorruptEntry, decode
 
 #: Lookup batches (MGETs) in flight at once per store. Lookups that arrive while this many
 #: are out wait for the next reply and then go out together: under load a few large
@@ -33,8 +42,10 @@ MAX_BATCHES_IN_FLIGHT: Final = 1
 MAX_BATCH_KEYS: Final = 512
 
 Waiters = list[asyncio.Future[Answer]]
-#: The raw generation and one raw value per key, as one MGET returns them.
+#: The raw ticket (`ns:gen`) and one raw value per key, as one MGET returns them.
 RawValues = tuple[bytes | None, list[bytes | None]]
+#: Entries whose tag versions must be fetched before they are answered.
+Unsettled = list[tuple[str, CachedResponse, Waiters]]
 
 
 class SentBatch(Protocol):
@@ -50,6 +61,11 @@ class MgetReads(Protocol):
 
     def read(self, keys: list[str]) -> Awaitable[RawValues]:
         """One round trip, awaited in a task (it may connect first)."""
+        ...
+
+    def read_versions(self, tags: list[str]) -> Awaitable[RawValues]:
+        """The raw ticket and the raw version of each tag (None when missing), read so that
+        the ticket is not older than the versions."""
         ...
 
     def send_now(self, keys: list[str], batch: LookupBatch) -> SentBatch | None:
@@ -89,6 +105,8 @@ class LookupBatcher:
         self._timeout = timeout
         self._drop_damaged = drop_damaged
         self._observer = observer
+        #: The tag versions fetched under the current ticket (see `tag_versions.py`).
+        self.versions = TagVersions()
         self._pending: dict[str, Waiters] = {}
         self._pending_since = 0.0  # loop time of the oldest pending lookup
         self._flush_scheduled = False
@@ -214,12 +232,13 @@ class LookupBatcher:
             drained.set_result(None)
 
     def resolve(
-        self, key: str, raw: bytes | None, generation: int, waiters: Waiters
+        self, key: str, raw: bytes | None, ticket: int, waiters: Waiters, unsettled: Unsettled
     ) -> Answer | None:
-        """Answer the lookups of `key` from its raw value read under `generation`; returns
-        the answer, or None when the value was damaged (those lookups fail with
-        `CorruptEntry`, and the value is deleted)."""
-        answer: Answer = (None, generation)
+        """Answer the lookups of `key` from its raw value read under `ticket`; returns the
+        answer, or None when the value was damaged (those lookups fail with `CorruptEntry`,
+        and the value is deleted) or its tag versions must be fetched first (then it is
+        added to `unsettled`, for `settle`)."""
+        answer: Answer = (None, ticket)
         if raw is not None:
             try:
                 entry = decode(raw)
@@ -227,12 +246,49 @@ class LookupBatcher:
                 self._spawn(self._drop_damaged(key, raw))
                 _fail_all(waiters, exc)
                 return None
-            if entry.generation == generation:
-                answer = (entry, generation)
+            if same_generation(entry, ticket):
+                if not entry.tags:
+                    answer = (entry, ticket)
+                else:
+                    current = self.versions.check(entry, ticket)
+                    if current is None:
+                        unsettled.append((key, entry, waiters))
+                        return None
+                    if current:
+                        answer = (entry, ticket)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(answer)
         return answer
+
+    def settle(self, unsettled: Unsettled) -> None:
+        """Answer these lookups once their tags' current versions are fetched."""
+        self._spawn(self._settle(unsettled))
+
+    async def _settle(self, unsettled: Unsettled) -> None:
+        tags = list(dict.fromkeys(tag for _, entry, _ in unsettled for tag in entry.tags))
+        try:
+            async with asyncio.timeout(self._timeout):
+                ticket_raw, raw_versions = await self._reads.read_versions(tags)
+            ticket = parse_ticket(ticket_raw)
+            versions = [_as_text(raw) for raw in raw_versions]
+            self.versions.learn(ticket, tags, versions)
+        except Exception as exc:  # Redis, the timeout, or any surprise: fail open
+            error = StoreError(f"redis lookup of tag versions failed: {exc!r}")
+            for _, _, waiters in unsettled:
+                _fail_all(waiters, error)
+            return
+        except asyncio.CancelledError:
+            for _, _, waiters in unsettled:
+                _fail_all(waiters, StoreError("redis lookup cancelled"))
+            raise
+        current = dict(zip(tags, versions, strict=True))
+        for _, entry, waiters in unsettled:
+            valid = same_generation(entry, ticket) and recorded_current(entry, current)
+            answer: Answer = (entry if valid else None, ticket)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(answer)
 
     # ------------------------------------------------------------------ closing
 
@@ -329,14 +385,19 @@ class LookupBatch:
         pending = self._pending
         observer = self._observer
         ticket = self._ticket
+        unsettled: Unsettled = []
         try:
-            generation = _as_int(generation_raw)
+            generation = parse_ticket(generation_raw)
             for key, raw in zip(self.keys, values, strict=True):
-                answer = resolve(key, raw, generation, pending[key])
+                answer = resolve(key, raw, generation, pending[key], unsettled)
                 if observer is not None and answer is not None and answer[0] is not None:
                     observer.offer(key, answer, ticket)
         except Exception as exc:  # never leave a lookup waiting (nor break the connection)
             self.fail(StoreError(f"redis lookup failed: {exc!r}"))
+        if unsettled:
+            # Not offered to the near cache: the next lookup of these keys, under known
+            # versions, offers them.
+            self._batcher.settle(unsettled)
         self._unwatch()
 
     def fail(self, error: BaseException) -> None:
@@ -357,8 +418,8 @@ def _fail_all(waiters: Iterable[asyncio.Future[Any]], error: BaseException) -> N
             waiter.set_exception(error)
 
 
-def _as_int(raw: bytes | None) -> int:
+def _as_text(raw: bytes | None) -> str | None:
     try:
-        return int(raw) if raw is not None else 0
-    except ValueError:
-        return 0
+        return raw.decode() if raw is not None else None
+    except UnicodeDecodeError:
+        return None

@@ -6,25 +6,20 @@ What changes on a cluster, and why:
   pipeline of `GET ns:gen` plus one MGET per slot; redis-py sends each node its share in
   one round trip, all nodes in parallel.
 - Deletes (tag purges, variants, keys): one UNLINK per slot, pipelined the same way.
-- Fills of tagged entries: an entry and its tag indexes live in different slots, so the
-  single atomic script of the standalone store cannot run. A fill takes three steps:
-  (1) park the entry under `ns:p:{b}#v` (never read by lookups) with a fill token;
-  (2) per tag, atomically check the purge marker and add the index member;
-  (3) publish the parked entry if it still carries the token (else nothing).
-  A purge writes its markers first, then per index batch removes the members and deletes
-  both the entries and the parked copies. A fill that reaches (2) after the marker stores
-  nothing; one that passed (2) before it had its member in the index during the purge's
-  walk, so the purge deletes the parked copy (then (3) publishes nothing) or, if (3) came
-  first, the published entry. Either way no entry of a purged tag is served afterwards.
-  Parked copies live `PENDING_MS`, less than the index trim slack, so a published entry
-  always expires before its index member may be trimmed.
+- Tag versions and the ticket (`tag_versions.py`) live in different slots, so what one
+  script does on a single server takes ordered steps here:
+  a fill reads (or creates) its tags' versions first and compares the ticket afterwards;
+  a purge gives the ticket a new P, then the tags new versions, then the ticket another P;
+  a lookup that fetches versions reads the ticket first. So a fill that read a replaced
+  version also sees a changed ticket (and stores nothing), and a process never keeps a
+  replaced version under the final ticket. An entry is stored (entry and variant set
+  share its slot) and then indexed per tag, best effort: purges rely on the versions.
 - No near cache: tracking is per server; it would need one listener per node.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from binascii import crc_hqx
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
@@ -38,6 +33,7 @@ from cachekit.backends.batched_lookups import LookupBatch, RawValues, SentBatch
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.near import ListenerFactory
 from cachekit.backends.redis import RedisStore
+from cachekit.backends.tag_versions import fresh_ticket, new_purge, new_version
 from cachekit.backends.topology import (
     REDIS_ERRORS,
     Fill,
@@ -46,8 +42,6 @@ from cachekit.backends.topology import (
     store_atomically,
 )
 
-#: Lifetime of a parked entry: the longest a fill may take between steps (1) and (3).
-PENDING_MS: Final = 5_000
 #: Most commands per cluster pipeline when deleting many keys (see `_unlink_groups`).
 PIPELINE_COMMANDS: Final = 100
 #: Most store calls in flight at once (each holds at most one connection per node).
@@ -95,8 +89,6 @@ class ClusterTopology:
         # connections per node; queue here instead, bounded by the callers' timeouts.
         self._calls = asyncio.Semaphore(MAX_CALLS)
         self._store_script = client.register_script(scripts.STORE)
-        self._park = client.register_script(scripts.PENDING)
-        self._publish = client.register_script(scripts.PROMOTE)
 
     async def _ready(self) -> None:
         """Discover the cluster before sending commands, one caller at a time: redis-py
@@ -143,6 +135,14 @@ class ClusterTopology:
         """Never: a cluster batch is read in a task (`read`)."""
         return None
 
+    async def read_versions(self, tags: list[str]) -> RawValues:
+        """See `MgetReads.read_versions`: the ticket first, then the versions."""
+        ticket = await self.run(self.client.get(self._layout.generation_key))
+        pipe = self.client.pipeline(transaction=False)
+        for tag in tags:
+            pipe.execute_command("GET", self._layout.version_key(tag))
+        return ticket, list(await self.run(pipe.execute()))
+
     # ------------------------------------------------------------------ writes
 
     async def unlink(self, redis_keys: Sequence[str]) -> int:
@@ -166,70 +166,71 @@ class ClusterTopology:
         return removed
 
     async def purge_batch(self, tag_key: str, members: list[bytes]) -> int:
-        """Remove members from the index (awaited: the UNLINKs go to other nodes, and must
-        come after), then delete their entries and parked fills, one UNLINK per slot.
-        The count includes parked fills (rare: fills in flight), which are entries too."""
+        """Remove members from the index, then delete their entries, one UNLINK per slot."""
         await self.run(self.client.zrem(tag_key, *members))
-        keys = [member.decode() for member in members]
-        layout = self._layout
-        groups = by_slot([layout.entry_key(key) for key in keys]).values()
-        return await self._unlink_groups(
-            [
-                [k for i, entry in slot_keys for k in (entry, layout.pending_key(keys[i]))]
-                for slot_keys in groups
-            ]
-        )
+        return await self.unlink([self._layout.entry_key(member.decode()) for member in members])
 
-    async def store(self, fill: Fill) -> bool:
-        """Untagged entries: the atomic script (all its keys share the slot of `{b}`).
-        Tagged entries: park, check and index per tag, publish (see the module docstring)."""
+    async def prepare(self, ticket: str, tags: Sequence[str], keep_ms: int) -> list[str] | None:
+        """See `Topology.prepare`: the versions (one script call per tag's slot), then the
+        ticket."""
         layout = self._layout
-        if not fill.tags:
-            stored = await self.run(store_atomically(self._store_script, layout, fill))
-            return int(stored) == 1
-        key = fill.key
-        base, mark, variant = key.partition("#")
-        token = secrets.token_hex(8).encode()
-        pending = layout.pending_key(key)
-        parked = await self.run(
-            self._park(
-                keys=[pending, layout.variants_key(base)],
-                args=[
-                    token + fill.data,
-                    PENDING_MS,
-                    mark + variant,
-                    fill.max_variants,
-                    layout.entry_key(base),
-                    layout.pending_key(base),
-                    fill.keep_ms,
-                ],
-            )
-        )
-        if not int(parked):
-            return False
         pipe = self.client.pipeline(transaction=False)
-        for tag in fill.tags:
+        for tag in tags:
             # EVAL, not EVALSHA: a cluster pipeline cannot load missing scripts on the fly.
             pipe.execute_command(
-                "EVAL",
-                scripts.TAG_ADD,
-                2,
-                layout.tag_key(tag),
-                layout.purge_marker_key(tag),
-                key,
-                fill.keep_ms,
-                "" if fill.since is None else fill.since,
-                fill.trim_slack_ms,
-                fill.trim_limit,
+                "EVAL", scripts.TAG_VERSION, 1, layout.version_key(tag), new_version(), keep_ms
             )
-        indexed = await self.run(pipe.execute())
-        publish = all(int(flag) == 1 for flag in indexed)
-        published = await self.run(
-            self._publish(
-                keys=[pending, layout.entry_key(key)], args=[token, fill.keep_ms, int(publish)]
+        versions = [version.decode() for version in await self.run(pipe.execute())]
+        current = await self.run(self.client.get(layout.generation_key))
+        if current is None:
+            await self.run(self.client.set(layout.generation_key, fresh_ticket(), nx=True))
+            return None
+        if current.decode() not in (ticket, ticket.removesuffix(":0")):
+            return None
+        return versions
+
+    async def mark_purged(self, tags: Sequence[str], purge: str, generation: str) -> None:
+        """See `Topology.mark_purged`: ticket, versions, ticket (see the module docstring)."""
+        layout = self._layout
+
+        async def bump(value: str) -> None:
+            await self.run(
+                self.client.execute_command(
+                    "EVAL", scripts.BUMP_TICKET, 1, layout.generation_key, value, generation
+                )
             )
-        )
-        return publish and int(published) == 1
+
+        await bump(purge)
+        pipe = self.client.pipeline(transaction=False)
+        for tag in tags:
+            pipe.execute_command(
+                "EVAL", scripts.REPLACE_VERSIONS, 1, layout.version_key(tag), new_version()
+            )
+        await self.run(pipe.execute())
+        await bump(new_purge())
+
+    async def store(self, fill: Fill) -> bool:
+        """The entry and its variant set (one slot) in one script, then one index member
+        per tag (in each tag's slot)."""
+        layout = self._layout
+        stored = await self.run(store_atomically(self._store_script, layout, fill, index=False))
+        if int(stored) != 1:
+            return False
+        if fill.tags:
+            pipe = self.client.pipeline(transaction=False)
+            for tag in fill.tags:
+                pipe.execute_command(
+                    "EVAL",
+                    scripts.TAG_ADD,
+                    1,
+                    layout.tag_key(tag),
+                    fill.key,
+                    fill.keep_ms,
+                    fill.trim_slack_ms,
+                    fill.trim_limit,
+                )
+            await self.run(pipe.execute())
+        return True
 
     # ------------------------------------------------------------------ the rest
 

@@ -1,16 +1,16 @@
 """Redis key names of one namespace, their inverse, and the SCAN patterns of each kind.
 
 For namespace `ns` and logical key `k` = base `b` + optional `#variant`:
-    ns:gen          the namespace generation; clear() increments it (O(1))
+    ns:gen          the ticket `G:P`: a new random G on clear() (O(1)), a new P on every
+                    purge (tag_versions.py)
     ns:e:{b}#v      an encoded entry, expiring when its last stale window ends
     ns:l:{b}#v      the fill lock of that entry
-    ns:p:{b}#v      an entry parked by a Redis Cluster fill until its tags are checked
     ns:v:{b}        the set of variant suffixes stored for base b (Vary), capped
     ns:t:{=TAG}     the sorted set of logical keys stored under TAG, scored by expiry (ms)
-    ns:tp:{=TAG}    when TAG was last purged (ms since the epoch, purging client's clock)
+    ns:tv:{=TAG}    TAG's version (a random token), recorded by entries, replaced by purges
     ns:stats        counters (hits, misses, ...) published by every process, for the CLI
 Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
-tag's index and purge marker share `{=TAG}` (the `=` keeps the hash tag non-empty).
+tag's index and version share `{=TAG}` (the `=` keeps the hash tag non-empty).
 """
 
 from __future__ import annotations
@@ -45,10 +45,6 @@ class KeyLayout:
         """The Redis key holding the fill lock of logical key `key`."""
         return self._slotted("l", key)
 
-    def pending_key(self, key: str) -> str:
-        """The Redis key where a cluster fill parks the entry of `key` until it is checked."""
-        return self._slotted("p", key)
-
     def variants_key(self, base: str) -> str:
         """The Redis key of the set of variant suffixes stored for base key `base`."""
         return f"{self._namespace}:v:{{{base}}}"
@@ -57,9 +53,9 @@ class KeyLayout:
         """The Redis key of the sorted set indexing the entries stored under `tag`."""
         return f"{self._namespace}:t:{{={tag}}}"
 
-    def purge_marker_key(self, tag: str) -> str:
-        """The Redis key recording when `tag` was last purged (same slot as its index)."""
-        return f"{self._namespace}:tp:{{={tag}}}"
+    def version_key(self, tag: str) -> str:
+        """The Redis key of `tag`'s version (same slot as its index)."""
+        return f"{self._namespace}:tv:{{={tag}}}"
 
     @property
     def generation_key(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -37,7 +36,6 @@ class MemoryStore:
         max_bytes: int,
         clock: Callable[[], float] | None = None,
         max_variants: int = 32,
-        purge_window: float = 90.0,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_variants = max_variants
@@ -46,10 +44,9 @@ class MemoryStore:
         self._entries: OrderedDict[str, tuple[CachedResponse, int]] = OrderedDict()
         self._tags: dict[str, set[str]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
-        # Tag -> wall-clock time of its last purge, oldest first, kept `purge_window` seconds:
-        # a fill that began before a purge of one of its tags must not store afterwards.
-        self._purged: OrderedDict[str, float] = OrderedDict()
-        self.purge_window = purge_window
+        # The ticket lookups return, counted up by every purge and clear: a fill whose
+        # lookup saw an older one raced a purge and is not stored (no clocks involved).
+        self._ticket = 1
         self.used_bytes = 0
 
     def __len__(self) -> int:
@@ -60,24 +57,25 @@ class MemoryStore:
         return self.peek(key, self._clock())[0]
 
     def peek(self, key: str, now: float) -> Answer:
-        """See `Store.peek`: this store always answers without I/O (one generation)."""
+        """See `Store.peek`: this store always answers without I/O. (Its purges and clears
+        remove entries at once, so every entry it holds is valid under the ticket.)"""
         item = self._entries.get(key)
         if item is None:
-            return None, 0
+            return None, self._ticket
         entry = item[0]
         if now >= entry.drop_at:
             self._remove(key)
-            return None, 0
+            return None, self._ticket
         self._entries.move_to_end(key)
-        return entry, 0
+        return entry, self._ticket
 
     async def get(self, key: str) -> tuple[CachedResponse | None, int]:
-        """See `Store.get`; this store has a single generation."""
-        return self.get_now(key), 0
+        """See `Store.get`."""
+        return self.peek(key, self._clock())
 
-    async def set(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
+    async def set(self, key: str, entry: CachedResponse, conditional: bool = False) -> bool:
         """See `Store.set`; an entry larger than the whole budget is not kept."""
-        if started_at is not None and self._purged_since(entry.tags, started_at):
+        if conditional and entry.generation != self._ticket:
             return False
         cost = entry_cost(key, entry)
         base, mark, _ = key.partition("#")
@@ -118,23 +116,13 @@ class MemoryStore:
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
         """See `Store.invalidate_tags`."""
         names = list(tags)
-        now = time.time()
-        # One clock for purges and fill starts (`time.time()`, like `started_at`), not the
-        # injected TTL clock. One process, no skew: a fill that began at or before a purge
-        # (same reading included) is refused, one that began after is not.
-        for name in names:
-            self._purged[name] = now
-            self._purged.move_to_end(name)
-        while self._purged and next(iter(self._purged.values())) < now - self.purge_window:
-            self._purged.popitem(last=False)
+        self._ticket += 1
         keys = set().union(*(self._tags.get(tag, set()) for tag in names))
         return await self.delete(list(keys))
 
-    def _purged_since(self, tags: Iterable[str], started_at: float) -> bool:
-        return any(self._purged.get(tag, -1.0) >= started_at for tag in tags)
-
     async def clear(self) -> None:
         """See `Store.clear`."""
+        self._ticket += 1
         self._entries = OrderedDict()
         self._tags = {}
         self._variants = {}

@@ -25,14 +25,13 @@ connection's read callback) or else awaits the topology's `read` in a task. The 
 `answer` decodes each value (`LookupBatcher.resolve`), checks its generation and offers it
 to the near cache.
 
-Tag purges and racing fills. A purge of TAG (1) writes the marker `ns:tp:{=TAG}` = now,
-then (2) walks the index in batches, removing each batch from the index and then deleting
-its entries. A fill that began at time S stores its entry and indexes it atomically, but
-only if no marker of its tags is later than S minus the clock-skew margin. So either the
-fill ran after (1) and saw the marker (it stores nothing), or it ran before (1), its member
-was in the index for the whole walk, and (2) deleted the entry. No entry of a purged tag is
-served afterwards, for fills shorter than the marker's lifetime (`lock_ttl` + 60 s). Redis
-Cluster keeps the same guarantee with a three-step fill (see `cluster.py`).
+Tag purges and racing fills (`tag_versions.py`). A purge of TAG (1) gives TAG a new
+version and the ticket a new P, then (2) walks TAG's index in batches, deleting entries.
+(1) is what makes the purge hold: an entry is served only while the versions it recorded
+are current, so an entry the walk misses (its index evicted by Redis) is a miss anyway. (2)
+frees the memory at once. A fill is stored only if the ticket its lookup read is unchanged
+when it reads its tags' versions: a fill that raced a purge stores nothing, the first one
+after it does. No clocks are compared.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from redis.asyncio import Redis, RedisCluster
@@ -51,6 +51,14 @@ from cachekit.backends.batched_lookups import LookupBatcher
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.near import NearCache
 from cachekit.backends.single_server import SingleServer, client_for_url
+from cachekit.backends.tag_versions import (
+    PURGE_BITS,
+    fresh_ticket,
+    new_generation,
+    new_purge,
+    parse_ticket,
+    ticket_text,
+)
 from cachekit.backends.topology import REDIS_ERRORS, Fill, Topology
 from cachekit.entry import CachedResponse, encode
 
@@ -72,8 +80,6 @@ class RedisStore:
     """A `Store` on Redis: one server unless `topology` says otherwise (see the module
     docstring for its parts).
 
-    `purge_window`: seconds a tag's purge marker is kept, the longest fill it protects
-    against. `clock_skew`: seconds the clocks of purging and filling processes may disagree.
     `near_max_bytes` > 0 adds a near cache of that size whose entries live at most
     `near_max_age` seconds (not on a Redis Cluster: tracking would be needed per node).
     """
@@ -87,8 +93,6 @@ class RedisStore:
         timeout: float,
         max_variants: int = 32,
         *,
-        purge_window: float = 90.0,
-        clock_skew: float = 1.0,
         near_max_bytes: int = 0,
         near_max_age: float = 10.0,
         topology: TopologyFactory = SingleServer,
@@ -99,8 +103,9 @@ class RedisStore:
         self._redis = self.topology.client
         self._timeout = timeout
         self._max_variants = max_variants
-        self._purge_window_ms = max(1, int(purge_window * 1000))
-        self._clock_skew = clock_skew
+        # The ticket this process wrote where it was missing: its later fills that looked
+        # up before it existed may store under it while it is current (no purge since).
+        self._created_ticket: str | None = None
         self.trim_slack_ms = TRIM_SLACK_MS
         self._compare_and_delete = client.register_script(scripts.COMPARE_AND_DELETE)
         self._near = self._near_cache(near_max_bytes, near_max_age) if near_max_bytes > 0 else None
@@ -110,8 +115,8 @@ class RedisStore:
         self.namespace, self.generation_key = layout.namespace, layout.generation_key
         self.entry_prefix, self.stats_key = layout.entry_prefix, layout.stats_key
         self.entry_key, self.lock_key = layout.entry_key, layout.lock_key
-        self.pending_key, self.variants_key = layout.pending_key, layout.variants_key
-        self.tag_key, self.purge_marker_key = layout.tag_key, layout.purge_marker_key
+        self.variants_key, self.version_key = layout.variants_key, layout.version_key
+        self.tag_key = layout.tag_key
         self.key_of_entry = layout.key_of_entry
 
     def _near_cache(self, max_bytes: int, max_age: float) -> NearCache | None:
@@ -169,23 +174,20 @@ class RedisStore:
         return self._lookups.get(key)
 
     async def startup_warnings(self) -> list[str]:
-        """See `Store.startup_warnings`: whether Redis's eviction policy keeps what purges
-        rely on (tag indexes and purge markers)."""
+        """See `Store.startup_warnings`: Redis's eviction policy, when it cannot be read.
+        Purges hold under every policy; an evicting one only makes purged entries linger
+        in memory (never served) until they expire."""
         try:
             reply = await self.topology.run(self.client.config_get("maxmemory-policy"))
         except StoreError as exc:
             return [
-                f"could not read Redis's maxmemory-policy ({exc}); purges are reliable only"
-                " under noeviction (see README, Invalidation)"
+                f"could not read Redis's maxmemory-policy ({exc}): cachekit works under every"
+                " policy, but check that Redis is not configured to refuse CONFIG"
+                " (see README, Invalidation)"
             ]
-        policies = set(_policies(reply)) - {"noeviction"}
-        if not policies:
-            return []
-        return [
-            f"Redis's maxmemory-policy is {', '.join(sorted(policies))}: when Redis is full it"
-            " may evict tag indexes and purge markers, and a purge may then miss entries;"
-            " use noeviction (see README, Invalidation)"
-        ]
+        if not _policies(reply):
+            return ["Redis did not report its maxmemory-policy (see README, Invalidation)"]
+        return []
 
     def stats(self) -> dict[str, Any]:
         """See `Store.stats`: lookup batching, and the near cache's figures."""
@@ -204,24 +206,53 @@ class RedisStore:
 
     # ------------------------------------------------------------------ writes
 
-    async def set(self, key: str, entry: CachedResponse, started_at: float | None = None) -> bool:
-        """See `Store.set`. With `started_at` (wall-clock time the fill began), the entry is
-        not stored if one of its tags was purged since (minus the clock-skew margin)."""
-        since = None if started_at is None else int((started_at - self._clock_skew) * 1000)
-        fill = Fill(
-            key=key,
-            data=encode(entry),
-            keep_ms=max(1, int(entry.keep_for() * 1000)),
-            tags=entry.tags,
-            since=since,
-            max_variants=self._max_variants,
-            trim_slack_ms=self.trim_slack_ms,
-            trim_limit=TRIM_LIMIT,
-        )
+    async def set(self, key: str, entry: CachedResponse, conditional: bool = False) -> bool:
+        """See `Store.set`. A tagged entry records its tags' versions (see the module
+        docstring). Unconditional: stored under the current ticket, whatever `generation`
+        the entry says."""
+        keep_ms = max(1, int(entry.keep_for() * 1000))
+        versions: tuple[str, ...] = ()
         try:
+            if not conditional:
+                entry = replace(entry, generation=await self._current_ticket())
+            elif not entry.generation >> PURGE_BITS:
+                # Looked up while the ticket key was missing (a new Redis, or evicted): the
+                # fill that creates it goes on under it; if a purge or another fill created
+                # it first, this one may have raced a purge and stores nothing.
+                ticket = fresh_ticket()
+                gen_key = self.layout.generation_key
+                if await self.topology.run(self._redis.set(gen_key, ticket, nx=True)):
+                    self._created_ticket = ticket
+                elif self._created_ticket is not None:
+                    ticket = self._created_ticket  # checked below (PREPARE) if tagged
+                else:
+                    return False
+                entry = replace(entry, generation=parse_ticket(ticket.encode()))
+            if entry.tags:
+                found = await self.topology.prepare(
+                    ticket_text(entry.generation), entry.tags, keep_ms
+                )
+                if found is None:
+                    return False
+                versions = tuple(found)
+            fill = Fill(
+                key=key,
+                data=encode(entry, versions),
+                keep_ms=keep_ms,
+                tags=entry.tags,
+                max_variants=self._max_variants,
+                trim_slack_ms=self.trim_slack_ms,
+                trim_limit=TRIM_LIMIT,
+            )
             return await self.topology.store(fill)
         finally:
             self._forget((key,))  # even on failure: the write may have happened
+
+    async def _current_ticket(self) -> int:
+        """The ticket now, created first when the key is missing."""
+        gen_key = self.layout.generation_key
+        await self.topology.run(self._redis.set(gen_key, fresh_ticket(), nx=True))
+        return parse_ticket(await self.topology.run(self._redis.get(gen_key)))
 
     async def delete(self, keys: Sequence[str]) -> int:
         """See `Store.delete`."""
@@ -255,18 +286,18 @@ class RedisStore:
         return removed
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
-        """See `Store.invalidate_tags`. Marks the tags purged first, then removes their
-        entries batch by batch (index members before entries: a fill re-storing a key
-        meanwhile re-indexes it, so a live entry never loses its index member)."""
+        """See `Store.invalidate_tags`. New versions and a new ticket first (what makes the
+        purge hold), then the entries found in the tag indexes are deleted, batch by batch
+        (index members before entries: a fill re-storing a key meanwhile re-indexes it)."""
         names = list(dict.fromkeys(tags))
         if not names:
             return 0
+        try:
+            await self.topology.mark_purged(names, new_purge(), new_generation())
+        finally:
+            if self._near is not None:
+                self._near.flush()  # the ticket changed: this process reads its own purge
         run, layout = self.topology.run, self.layout
-        now_ms = int(time.time() * 1000)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for tag in names:
-                pipe.set(layout.purge_marker_key(tag), now_ms, px=self._purge_window_ms)
-            await run(pipe.execute())
         removed = 0
         for tag in names:
             tag_key = layout.tag_key(tag)
@@ -284,9 +315,10 @@ class RedisStore:
         return removed
 
     async def clear(self) -> None:
-        """See `Store.clear`: bump the generation; old entries expire on their own."""
+        """See `Store.clear`: a new random generation (O(1)); old entries expire on their
+        own."""
         try:
-            await self.topology.run(self._redis.incr(self.layout.generation_key))
+            await self.topology.run(self._redis.set(self.layout.generation_key, fresh_ticket()))
         finally:
             if self._near is not None:
                 self._near.flush()

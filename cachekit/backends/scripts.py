@@ -65,29 +65,18 @@ local function index_tag(tag_key, member, keep, now, slack, limit)
 end
 """
 
-# The whole fill in one atomic step (one server: standalone or Sentinel-managed primary).
-# KEYS[1]: the entry key; KEYS[2]: the variant set of its base key;
-# KEYS[3], KEYS[4], ...: pairs of (tag index, tag purge marker), one pair per tag.
-# ARGV[1]: encoded entry; ARGV[2]: lifetime in ms; ARGV[3]: the variant suffix ('' for a
-# base key); ARGV[4]: most variants per base; ARGV[5]: the entry-key prefix of the base;
-# ARGV[6]: the logical key (the tag index member); ARGV[7]: purges later than this (ms,
-# the fill start minus the clock-skew margin) void the fill, '' to skip that check;
-# ARGV[8]: trim slack in ms; ARGV[9]: most expired index members trimmed per tag.
-# Returns 1 when stored, 0 when the variant cap refused it, -1 when one of its tags was
-# purged after the fill began (nothing is written then).
+# The whole fill in one atomic step (one server: standalone or Sentinel-managed primary),
+# once its tag versions are recorded in the entry (PREPARE).
+# KEYS[1]: the entry key; KEYS[2]: the variant set of its base key; KEYS[3], ...: the index
+# of each tag. ARGV[1]: encoded entry; ARGV[2]: lifetime in ms; ARGV[3]: the variant suffix
+# ('' for a base key); ARGV[4]: most variants per base; ARGV[5]: the entry-key prefix of the
+# base; ARGV[6]: the logical key (the tag index member); ARGV[7]: trim slack in ms;
+# ARGV[8]: most expired index members trimmed per tag.
+# Returns 1 when stored, 0 when the variant cap refused it.
 STORE: Final = (
     _VARIANT_CAP
     + _TAG_INDEX
     + """
-if ARGV[7] ~= '' then
-    local since = tonumber(ARGV[7])
-    for i = 4, #KEYS, 2 do
-        local purged = redis.call('GET', KEYS[i])
-        if purged and tonumber(purged) > since then
-            return -1
-        end
-    end
-end
 local keep = tonumber(ARGV[2])
 local function live(member)
     return redis.call('EXISTS', ARGV[5] .. member) == 1
@@ -98,72 +87,96 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', keep)
 if #KEYS > 2 then
     local now = server_ms()
-    for i = 3, #KEYS, 2 do
-        index_tag(KEYS[i], ARGV[6], keep, now, tonumber(ARGV[8]), tonumber(ARGV[9]))
+    for i = 3, #KEYS do
+        index_tag(KEYS[i], ARGV[6], keep, now, tonumber(ARGV[7]), tonumber(ARGV[8]))
     end
 end
 return 1
 """
 )
 
-# Cluster fill, step 1 of 3 (the entry's slot): park the encoded entry under a pending key
-# that readers never look at, so it cannot be served before its tags are checked.
-# KEYS[1]: the pending key; KEYS[2]: the variant set of the base key.
-# ARGV[1]: fill token followed by the encoded entry; ARGV[2]: pending lifetime in ms;
-# ARGV[3]: variant suffix ('' for a base key); ARGV[4]: most variants per base;
-# ARGV[5]: entry-key prefix of the base; ARGV[6]: pending-key prefix of the base;
-# ARGV[7]: the entry's lifetime in ms.
-# Returns 1 when parked, 0 when the variant cap refused it. A variant counts as live while
-# its entry or a pending fill of it exists.
-PENDING: Final = (
-    _VARIANT_CAP
+# Shared by PREPARE and TAG_VERSIONS: the version of the tag whose version key is `key`,
+# created as `fresh` when missing, and kept at least `keep` ms (the life of the entry about
+# to record it: an entry never outlives the version it recorded).
+_GET_OR_CREATE_VERSION: Final = """
+local function version_of(key, fresh, keep)
+    local version = redis.call('GET', key)
+    if not version then
+        redis.call('SET', key, fresh, 'PX', keep)
+        return fresh
+    end
+    redis.call('PEXPIRE', key, keep, 'GT')
+    redis.call('PEXPIRE', key, keep, 'NX')
+    return version
+end
+"""
+
+# A tagged fill, before its entry is encoded (one server): is the ticket its lookup read
+# still current (no purge and no clear since), and what are its tags' versions?
+# KEYS[1]: the ticket key (`ns:gen`); KEYS[2], ...: the version key of each tag.
+# ARGV[1]: the ticket the lookup read (`G:P`); ARGV[2]: the entry's lifetime in ms;
+# ARGV[3]: a fresh ticket, written when the key is missing; ARGV[4], ...: a fresh version
+# per tag, written where the version key is missing.
+# Returns the versions, one per tag, or nil when the ticket changed (or was missing; it
+# is created then, so that the next fill can be stored).
+PREPARE: Final = (
+    _GET_OR_CREATE_VERSION
     + """
-local function live(member)
-    return redis.call('EXISTS', ARGV[5] .. member, ARGV[6] .. member) > 0
+local ticket = redis.call('GET', KEYS[1])
+if not ticket then
+    redis.call('SET', KEYS[1], ARGV[3], 'NX')
+    return false
 end
-if not room_for_variant(KEYS[2], ARGV[3], tonumber(ARGV[4]), live, tonumber(ARGV[7])) then
-    return 0
+if ticket ~= ARGV[1] and ticket .. ':0' ~= ARGV[1] then
+    return false
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+local keep = tonumber(ARGV[2])
+local versions = {}
+for i = 2, #KEYS do
+    versions[i - 1] = version_of(KEYS[i], ARGV[i + 2], keep)
+end
+return versions
 """
 )
 
-# Cluster fill, step 2 of 3 (one call per tag, in the tag's slot): check the tag's purge
-# marker and index the entry, atomically.
-# KEYS[1]: the tag index; KEYS[2]: the tag's purge marker (same hash tag, same slot).
-# ARGV[1]: the logical key; ARGV[2]: the entry's lifetime in ms; ARGV[3]: purges later than
-# this (ms) void the fill, '' to skip that check; ARGV[4]: trim slack in ms; ARGV[5]: trim
-# limit. Returns 1 when indexed, 0 when the tag was purged after the fill began.
+# Cluster form of PREPARE's version step, one call per tag (in the tag's slot).
+# KEYS[1]: the version key; ARGV[1]: a fresh version; ARGV[2]: the entry's lifetime in ms.
+# Returns the version.
+TAG_VERSION: Final = (
+    _GET_OR_CREATE_VERSION
+    + """
+return version_of(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+"""
+)
+
+# Cluster: index one tag of a stored entry (in the tag's slot; best effort, see redis.py).
+# KEYS[1]: the tag index. ARGV[1]: the logical key; ARGV[2]: the entry's lifetime in ms;
+# ARGV[3]: trim slack in ms; ARGV[4]: trim limit. Returns 1.
 TAG_ADD: Final = (
     _TAG_INDEX
     + """
-if ARGV[3] ~= '' then
-    local purged = redis.call('GET', KEYS[2])
-    if purged and tonumber(purged) > tonumber(ARGV[3]) then
-        return 0
-    end
-end
-index_tag(KEYS[1], ARGV[1], tonumber(ARGV[2]), server_ms(), tonumber(ARGV[4]), tonumber(ARGV[5]))
+index_tag(KEYS[1], ARGV[1], tonumber(ARGV[2]), server_ms(), tonumber(ARGV[3]), tonumber(ARGV[4]))
 return 1
 """
 )
 
-# Cluster fill, step 3 of 3 (the entry's slot): publish the parked entry if the pending key
-# still holds this fill's token, or just drop it. A purge that found the entry in a tag
-# index deletes the pending key too, so a fill it overtook cannot publish afterwards.
-# KEYS[1]: the pending key; KEYS[2]: the entry key. ARGV[1]: the fill token;
-# ARGV[2]: the entry's lifetime in ms; ARGV[3]: '1' to publish, '0' to drop.
-# Returns 1 when published, 0 when dropped, gone, or parked by another fill (untouched).
-PROMOTE: Final = """
-local parked = redis.call('GET', KEYS[1])
-if not parked or string.sub(parked, 1, #ARGV[1]) ~= ARGV[1] then
-    return 0
+# A purge's mark on the ticket: a new P (keeping G), so fills that looked up before it are
+# not stored and processes drop the tag versions they kept.
+# KEYS[1]: the ticket key. ARGV[1]: the new P; ARGV[2]: a G for a missing key.
+BUMP_TICKET: Final = """
+local ticket = redis.call('GET', KEYS[1])
+local generation = ticket and string.match(ticket, '^(%d+)') or ARGV[2]
+redis.call('SET', KEYS[1], generation .. ':' .. ARGV[1])
+return 1
+"""
+
+# A purge of tags: a new version for each tag that has one (a missing version already
+# voids every entry that recorded one). KEYS: version keys; ARGV: one new version each.
+REPLACE_VERSIONS: Final = """
+for i = 1, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+        redis.call('SET', KEYS[i], ARGV[i], 'KEEPTTL')
+    end
 end
-redis.call('DEL', KEYS[1])
-if ARGV[3] ~= '1' then
-    return 0
-end
-redis.call('SET', KEYS[2], string.sub(parked, #ARGV[1] + 1), 'PX', ARGV[2])
 return 1
 """

@@ -12,6 +12,7 @@ from cachekit.backends.batched_lookups import LookupBatch, RawValues, SentBatch
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.lookup_channel import LookupChannel, pack_command
 from cachekit.backends.near import ListenerFactory
+from cachekit.backends.tag_versions import fresh_ticket, new_version
 from cachekit.backends.topology import Fill, as_store_error, connection_options, store_atomically
 
 #: Connections per worker process; lookups are batched, so few are busy at once.
@@ -43,6 +44,9 @@ class SingleServer:
         self._layout = layout
         self._also_close = tuple(also_close)
         self._store_script = client.register_script(scripts.STORE)
+        self._prepare_script = client.register_script(scripts.PREPARE)
+        self._bump_ticket = client.register_script(scripts.BUMP_TICKET)
+        self._replace_versions = client.register_script(scripts.REPLACE_VERSIONS)
         address = redis_internals.channel_address(client.connection_pool)
         self.channel = LookupChannel.for_address(address) if address is not None else None
 
@@ -79,7 +83,42 @@ class SingleServer:
         """`MGET gen-key entry-key...` in RESP."""
         return pack_command("MGET", self._layout.generation_key, *self._layout.entry_keys(keys))
 
+    async def read_versions(self, tags: list[str]) -> RawValues:
+        """See `MgetReads.read_versions`: one MGET (atomic on one server)."""
+        layout = self._layout
+        found = await self.run(
+            self.client.mget([layout.generation_key, *map(layout.version_key, tags)])
+        )
+        return found[0], list(found[1:])
+
     # ------------------------------------------------------------------ writes
+
+    async def prepare(self, ticket: str, tags: Sequence[str], keep_ms: int) -> list[str] | None:
+        """See `Topology.prepare`: one script."""
+        layout = self._layout
+        versions = await self.run(
+            self._prepare_script(
+                keys=[layout.generation_key, *map(layout.version_key, tags)],
+                args=[ticket, keep_ms, fresh_ticket(), *(new_version() for _ in tags)],
+            )
+        )
+        if versions is None:
+            return None
+        return [version.decode() for version in versions]
+
+    async def mark_purged(self, tags: Sequence[str], purge: str, generation: str) -> None:
+        """See `Topology.mark_purged`: both in one transaction."""
+        layout = self._layout
+        async with self.client.pipeline(transaction=True) as pipe:
+            await self._replace_versions(
+                keys=list(map(layout.version_key, tags)),
+                args=[new_version() for _ in tags],
+                client=pipe,
+            )
+            await self._bump_ticket(
+                keys=[layout.generation_key], args=[purge, generation], client=pipe
+            )
+            await self.run(pipe.execute())
 
     async def store(self, fill: Fill) -> bool:
         """See `Topology.store`: one atomic script."""

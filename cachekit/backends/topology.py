@@ -2,7 +2,7 @@
 
 A topology is how commands reach Redis: `SingleServer` (`single_server.py`: a standalone
 server, or the primary a Sentinel names) and `ClusterTopology` (`cluster.py`: keys spread
-over slots, so multi-key work is split per slot and tagged fills take three steps). The
+over slots, so multi-key work is split per slot and runs in a stated order). The
 store (`redis.py`) says what to do with the key layout; the topology says how.
 """
 
@@ -34,9 +34,7 @@ class Fill:
     key: str  # the logical key, `base` or `base#variant`
     data: bytes  # the encoded entry
     keep_ms: int  # its lifetime in Redis
-    tags: Sequence[str]
-    #: Purges of its tags later than this (ms since the epoch) void the fill; None: no check.
-    since: int | None
+    tags: Sequence[str]  # indexed under these
     max_variants: int
     #: How long after its entry expired an index member is trimmed (ms), and the most
     #: expired members trimmed from one tag index by this fill.
@@ -68,8 +66,24 @@ class Topology(Protocol):
         """See `MgetReads.send_now`."""
         ...
 
+    def read_versions(self, tags: list[str]) -> Awaitable[RawValues]:
+        """See `MgetReads.read_versions`."""
+        ...
+
+    async def prepare(self, ticket: str, tags: Sequence[str], keep_ms: int) -> list[str] | None:
+        """The versions of `tags` (creating missing ones, kept at least `keep_ms`), or None
+        when the ticket (`ns:gen`) is no longer `ticket`: a purge or a clear since. The
+        versions are read before the ticket is compared (see `tag_versions.py`)."""
+        ...
+
+    async def mark_purged(self, tags: Sequence[str], purge: str, generation: str) -> None:
+        """Give each of `tags` that has a version a new one and the ticket the new P
+        `purge` (G `generation` if the ticket is missing), so that no process reads a
+        replaced version under the new ticket."""
+        ...
+
     async def store(self, fill: Fill) -> bool:
-        """Store the entry unless its variant cap or a purge of its tags forbids it."""
+        """Store the entry unless its variant cap forbids it; index its tags."""
         ...
 
     async def unlink(self, redis_keys: Sequence[str]) -> int:
@@ -115,11 +129,13 @@ async def as_store_error(awaitable: Awaitable[Any]) -> Any:
         raise StoreError(f"redis call failed: {exc!r}") from None
 
 
-def store_atomically(script: AsyncScript, layout: KeyLayout, fill: Fill) -> Awaitable[Any]:
-    """The call of `scripts.STORE` for `fill`: store, cap variants, check purge markers and
-    index tags in one step (all keys on one server, or untagged in one cluster slot)."""
+def store_atomically(
+    script: AsyncScript, layout: KeyLayout, fill: Fill, *, index: bool = True
+) -> Awaitable[Any]:
+    """The call of `scripts.STORE` for `fill`: store, cap variants and (with `index`) index
+    its tags in one step (all keys on one server; on a cluster, without `index`)."""
     base, mark, variant = fill.key.partition("#")
-    tag_keys = [k for tag in fill.tags for k in (layout.tag_key(tag), layout.purge_marker_key(tag))]
+    tag_keys = [layout.tag_key(tag) for tag in fill.tags] if index else []
     return script(
         keys=[layout.entry_key(fill.key), layout.variants_key(base), *tag_keys],
         args=[
@@ -129,7 +145,6 @@ def store_atomically(script: AsyncScript, layout: KeyLayout, fill: Fill) -> Awai
             fill.max_variants,
             layout.entry_key(base),
             fill.key,
-            "" if fill.since is None else fill.since,
             fill.trim_slack_ms,
             fill.trim_limit,
         ],

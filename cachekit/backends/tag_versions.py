@@ -1,0 +1,130 @@
+"""Tag versions and the namespace ticket: how a purge holds whatever Redis evicts.
+
+Every tag has a version key `ns:tv:{=TAG}` holding a random token. A fill records in its
+entry the version of each of its tags (creating the ones missing); a purge of TAG replaces
+its token. A lookup serves an entry only while every version it recorded is still current,
+so an entry of a purged tag is a miss even where Redis evicted the tag's index (the index
+only lets a purge free memory at once); an evicted version key makes its entries misses
+too (a false miss, never a wrong hit).
+
+The ticket. `ns:gen` holds `G:P`: G changes on `clear()` (an entry is valid only under the
+G it was stored under) and P on every purge, both random, never counted up, so a key that
+Redis evicted and a fill re-created can never bring an old value back. Every lookup batch
+reads the ticket with its entries, which lets a process keep the versions it fetched
+(`TagVersions`) for as long as the ticket is unchanged, and lets a fill be stored only if
+the ticket its lookup returned is still current once its tag versions are read: a fill that
+raced a purge is never stored, and the first fill after a purge is. No clocks are involved.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from cachekit.entry import CachedResponse, strings_size
+from cachekit.memo import BoundedMemo
+
+#: Bits of the ticket's purge part P (the generation G sits above them).
+PURGE_BITS: Final = 32
+#: Budget of the versions a process keeps between purges (README, "Memory budget").
+VERSIONS_MAX_BYTES: Final = 1 << 20
+
+
+def parse_ticket(raw: bytes | None) -> int:
+    """The ticket `G:P` read from `ns:gen` as one int (G above `PURGE_BITS`); 0 when the key
+    is missing or damaged, a ticket under which no entry is valid. A bare `G` (written by
+    earlier versions) has P = 0."""
+    if raw is None:
+        return 0
+    generation, _, purges = raw.partition(b":")
+    try:
+        value = int(generation) << PURGE_BITS | (int(purges) if purges else 0)
+    except ValueError:
+        return 0
+    return value if value >> PURGE_BITS and 0 <= value < 1 << 63 else 0
+
+
+def ticket_text(ticket: int) -> str:
+    """`G:P`, as `ns:gen` holds it."""
+    return f"{ticket >> PURGE_BITS}:{ticket & ((1 << PURGE_BITS) - 1)}"
+
+
+def same_generation(entry: CachedResponse, ticket: int) -> bool:
+    """Whether `entry` was stored under the generation of `ticket` (no clear since)."""
+    generation = ticket >> PURGE_BITS
+    return bool(generation) and entry.generation >> PURGE_BITS == generation
+
+
+def new_generation() -> str:
+    """A random G (never 0)."""
+    return str(secrets.randbelow((1 << 30) - 1) + 1)
+
+
+def new_purge() -> str:
+    """A random P."""
+    return str(secrets.randbits(PURGE_BITS))
+
+
+def fresh_ticket() -> str:
+    """A new ticket `G:P`, for a ticket key that is missing."""
+    return f"{new_generation()}:{new_purge()}"
+
+
+def new_version() -> str:
+    """A random tag version token."""
+    return secrets.token_hex(8)
+
+
+def recorded_current(entry: CachedResponse, current: Mapping[str, str | None]) -> bool:
+    """Whether every version `entry` recorded equals the current one (a missing version
+    key or an unrecorded version never does)."""
+    versions = entry.tag_versions
+    if len(versions) != len(entry.tags):
+        return False
+    return all(
+        current.get(tag) == version for tag, version in zip(entry.tags, versions, strict=True)
+    )
+
+
+class TagVersions:
+    """The tag versions this process fetched, valid while the ticket is unchanged.
+
+    `check` is the hit path's question: True when every version the entry recorded equals
+    the one kept here under the batch's ticket (no purge anywhere since they were read);
+    None when a version is not kept, or differs (a purge or an evicted and re-created key:
+    fetch it and decide with `recorded_current`). Bounded in bytes (`VERSIONS_MAX_BYTES`).
+    """
+
+    __slots__ = ("_memo", "_ticket")
+
+    def __init__(self, max_bytes: int = VERSIONS_MAX_BYTES) -> None:
+        self._memo: BoundedMemo[str, str] = BoundedMemo("tag versions", max_bytes)
+        self._ticket = 0
+
+    def check(self, entry: CachedResponse, ticket: int) -> bool | None:
+        """See the class docstring."""
+        if ticket != self._ticket:
+            self._memo.clear()
+            self._ticket = ticket
+            return None
+        versions = entry.tag_versions
+        if len(versions) != len(entry.tags):
+            return False  # written without versions: it cannot be checked
+        get = self._memo.get
+        for tag, version in zip(entry.tags, versions, strict=True):
+            if get(tag) != version:
+                return None
+        return True
+
+    def learn(self, ticket: int, tags: Sequence[str], versions: Sequence[str | None]) -> None:
+        """Keep versions fetched under `ticket` (read in one round trip with it)."""
+        if ticket != self._ticket:
+            self._memo.clear()
+            self._ticket = ticket
+        for tag, version in zip(tags, versions, strict=True):
+            if version is not None:
+                self._memo.put(tag, version, strings_size((tag, version)))
+
+    def __len__(self) -> int:
+        return len(self._memo)
