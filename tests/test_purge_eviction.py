@@ -9,6 +9,8 @@ Cluster and a Sentinel-managed primary.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,6 +20,8 @@ import redis
 from aiohttp import web
 
 from cachekit import Cache, cached, load_settings, setup_cache
+from cachekit.app import build_store
+from cachekit.entry import CachedResponse
 from cachekit.backends.redis import RedisStore
 from tests.apps import NAMESPACE, settings
 from tests.redis_servers import MakeRedisServer, RedisSentinelSetup
@@ -240,3 +244,34 @@ async def test_the_first_fill_after_a_purge_is_stored(
     statuses = [(await client.get("/items/1")).headers["X-Cache"] for _ in range(50)]
     assert calls["1"] == 2, "one handler call for the 50 GETs after the purge"
     assert statuses == ["MISS"] + ["HIT"] * 49
+
+
+@pytest.mark.parametrize("store_overrides", ["fakeredis", "redis", "cluster"], indirect=True)
+@pytest.mark.parametrize("tagged", [False, True])
+async def test_concurrent_first_fills_on_a_new_namespace_are_all_stored(
+    store_overrides: dict[str, Any], tagged: bool
+) -> None:
+    """The ticket is missing; one of 60 concurrent fills creates it, the rest adopt it.
+
+    Before the creation was serialized, a fill whose SET NX reply was read before the
+    creator's stored nothing (a cluster test saw MISS on the second pass)."""
+    if store_overrides.pop("fake", False):
+        store = RedisStore(fakeredis.FakeAsyncRedis(), NAMESPACE, 2.0)
+    else:
+        config = settings(redis_timeout=5.0, **store_overrides)
+        store = build_store(config)
+    try:
+        tags = ("t",) if tagged else ()
+        entries = [
+            CachedResponse(200, (), str(i).encode(), time.time(), 60, tags=tags, generation=0)
+            for i in range(60)
+        ]
+        stored = await asyncio.gather(
+            *(store.set(f"k{i}", e, conditional=True) for i, e in enumerate(entries))
+        )
+        assert all(stored)
+        found = await asyncio.gather(*(store.get(f"k{i}") for i in range(60)))
+        bodies = [entry.body if entry else None for entry, _ in found]
+        assert bodies == [str(i).encode() for i in range(60)]
+    finally:
+        await store.close()

@@ -106,6 +106,7 @@ class RedisStore:
         # The ticket this process wrote where it was missing: its later fills that looked
         # up before it existed may store under it while it is current (no purge since).
         self._created_ticket: str | None = None
+        self._ticket_lock = asyncio.Lock()
         self.trim_slack_ms = TRIM_SLACK_MS
         self._compare_and_delete = client.register_script(scripts.COMPARE_AND_DELETE)
         self._near = self._near_cache(near_max_bytes, near_max_age) if near_max_bytes > 0 else None
@@ -219,13 +220,8 @@ class RedisStore:
                 # Looked up while the ticket key was missing (a new Redis, or evicted): the
                 # fill that creates it goes on under it; if a purge or another fill created
                 # it first, this one may have raced a purge and stores nothing.
-                ticket = fresh_ticket()
-                gen_key = self.layout.generation_key
-                if await self.topology.run(self._redis.set(gen_key, ticket, nx=True)):
-                    self._created_ticket = ticket
-                elif self._created_ticket is not None:
-                    ticket = self._created_ticket  # checked below (PREPARE) if tagged
-                else:
+                ticket = await self._create_ticket()
+                if ticket is None:
                     return False
                 entry = replace(entry, generation=parse_ticket(ticket.encode()))
             if entry.tags:
@@ -247,6 +243,19 @@ class RedisStore:
             return await self.topology.store(fill)
         finally:
             self._forget((key,))  # even on failure: the write may have happened
+
+    async def _create_ticket(self) -> str | None:
+        """Create the missing ticket, or adopt the one this store created (checked by
+        PREPARE if the entry is tagged); None when another process or a purge made it.
+        Serialized: concurrent fills of one process would otherwise see their own
+        creation as someone else's before its reply is read."""
+        async with self._ticket_lock:
+            ticket = fresh_ticket()
+            gen_key = self.layout.generation_key
+            if await self.topology.run(self._redis.set(gen_key, ticket, nx=True)):
+                self._created_ticket = ticket
+                return ticket
+            return self._created_ticket
 
     async def _current_ticket(self) -> int:
         """The ticket now, created first when the key is missing."""
