@@ -12,6 +12,7 @@ from aiohttp import web
 
 from cachekit import keys, policy
 from cachekit.settings import handler_setting_name
+from cachekit.url_memo import memoized_url_component
 
 KeyFunction = Callable[[web.Request], str | Awaitable[str]]
 KeySpec = str | KeyFunction | None
@@ -20,7 +21,7 @@ TagSpec = Iterable[str] | TagFunction
 
 
 def _default_key(prefix: str, request: web.Request) -> str:
-    return prefix + keys.url_component(request.rel_url)
+    return prefix + memoized_url_component(request.rel_url)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from cachekit import Cache, cached, load_settings, setup_cache
 from cachekit.app import build_store
-from cachekit.entry import CachedResponse
 from cachekit.backends.redis import RedisStore
+from cachekit.entry import CachedResponse
 from tests.apps import NAMESPACE, settings
 from tests.redis_servers import MakeRedisServer, RedisSentinelSetup
 

@@ -1,0 +1,44 @@
+"""A hit-path shortcut: the URL part of default keys, remembered per distinct URL.
+
+What it relies on: `keys.url_component(url)` reads only `url.raw_path`, `url.raw_query_string`
+(and `url.query`, which yarl parses from it alone) and `url.raw_fragment`, so the three raw
+strings determine the component. The memo is keyed by exactly those three strings, as a
+tuple: never by the URL object (equal URLs may differ in spelling where yarl normalizes) nor
+by its text (a raw path may hold a literal `#` that aiohttp left in it, so
+`path + "#" + fragment` is ambiguous). `tests/test_url_memo.py` checks, over hostile raw
+request targets parsed by aiohttp, that the memo's answer always equals the plain function's,
+including for targets that share a memo slot in sequence; `tests/test_key_parity.py` runs
+every store through it end to end.
+
+Bounded: one `BoundedMemo` of `URL_COMPONENTS_MAX_BYTES` (README, "Memory budget"); the
+cost counted per value is the memory of the key's strings, the tuple and the component.
+What it buys (bench/README.md): the escaping and sorting of the path and query on a hit.
+"""
+
+from __future__ import annotations
+
+from sys import getsizeof
+from typing import Final
+
+from yarl import URL
+
+from cachekit.keys import url_component
+from cachekit.memo import BoundedMemo
+
+URL_COMPONENTS_MAX_BYTES: Final = 1 << 20
+
+_COMPONENTS: Final[BoundedMemo[tuple[str, str, str], str]] = BoundedMemo(
+    "default-key URLs", URL_COMPONENTS_MAX_BYTES
+)
+_TUPLE_SIZE: Final = getsizeof((1, 2, 3))
+
+
+def memoized_url_component(url: URL) -> str:
+    """`keys.url_component(url)`, from the memo when this URL's raw parts were seen."""
+    parts = (url.raw_path, url.raw_query_string, url.raw_fragment)
+    component = _COMPONENTS.get(parts)
+    if component is None:
+        component = url_component(url)
+        cost = _TUPLE_SIZE + sum(map(getsizeof, parts)) + getsizeof(component)
+        _COMPONENTS.put(parts, component, cost)
+    return component
