@@ -160,6 +160,10 @@ class Cache:
         answer = self.store.peek(key, self.clock())
         if answer is not None:
             return answer
+        return await self.fetch(key)
+
+    async def fetch(self, key: str) -> Answer:
+        """`lookup` for a caller that has just peeked: the store's answer, never raises."""
         if not self.breaker.allow():
             self._counters.skipped += 1
             return None, UNKNOWN_GENERATION

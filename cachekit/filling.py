@@ -34,6 +34,15 @@ async def look_up(
     stub = answer[0]
     if stub is None or not stub.vary_stub:
         return key, answer
+    return await follow_vary_stub(cache, spec, request, base=base, key=key, answer=answer)
+
+
+async def follow_vary_stub(
+    cache: Cache, spec: HandlerSpec, request: web.Request, *, base: str, key: str, answer: Answer
+) -> tuple[str, Answer]:
+    """`look_up`'s second half, for an `answer` at `key` that is a Vary stub."""
+    stub = answer[0]
+    assert stub is not None
     names = directives.vary_names(directives.header_values(stub.headers, "Vary"))
     learned = cache.learn_vary(spec, names)
     if learned is None:  # more than this process will remember: not served, not stored

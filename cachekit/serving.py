@@ -18,7 +18,8 @@ from cachekit import keys, policy
 from cachekit.answers import answer_from, answer_initiator, answer_job, marked, run_marked
 from cachekit.app import cache_of
 from cachekit.cache import Cache
-from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, look_up, refresh
+from cachekit.entry import CachedResponse
+from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, follow_vary_stub, refresh
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
 from cachekit.storing import Call, Job
@@ -39,9 +40,8 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
         if not cache.settings.enabled:
             return await call()
         # 1. Admit: may this request use the cache at all?
-        headers = request.headers
         admitted = policy.admit(
-            request.method, hdrs.AUTHORIZATION in headers, spec.authorization_keyed
+            request.method, hdrs.AUTHORIZATION in request.headers, spec.authorization_keyed
         )
         if not admitted.allowed:
             return await _bypass(cache, call, admitted.reason)
@@ -55,7 +55,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             base = computed
         state = cache.handler(spec)
         directives = (
-            policy.request_directives(headers.get(hdrs.CACHE_CONTROL))
+            policy.request_directives(request.headers.get(hdrs.CACHE_CONTROL))
             if state.honor_request_cache_control
             else policy.NO_DIRECTIVES
         )
@@ -81,8 +81,13 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             # 4. Peek (no I/O), else look up (following a Vary stub).
             now = cache.clock()
             answer = cache.store.peek(key, now)
-            if answer is None or (answer[0] is not None and answer[0].vary_stub):
-                key, answer = await look_up(cache, spec, request, base, key)
+            if answer is None:
+                answer = await cache.fetch(key)
+                now = cache.clock()
+            if answer[0] is not None and answer[0].vary_stub:
+                key, answer = await follow_vary_stub(
+                    cache, spec, request, base=base, key=key, answer=answer
+                )
                 now = cache.clock()
             entry, generation = answer
             # 5. Verdict, and the answer it calls for.
@@ -90,14 +95,15 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             if verdict is _FRESH:
                 cache.count_hit()
                 assert entry is not None
-                emit = state.emit_cache_control
-                return answer_from(request, entry, now, "hit", "HIT", emit_cache_control=emit)
+                return answer_from(
+                    request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
+                )
             job = Job(cache, spec, request, call, base, key, directives, generation)
             if verdict is _STALE:
-                assert entry is not None
                 cache.count("stale_hits")
                 cache.start_refresh(key, refresh(job))
-                return answer_job(job, entry, "hit; fwd=stale", "STALE")
+                # `freshness` says STALE only of an entry.
+                return answer_job(job, cast(CachedResponse, entry), "hit; fwd=stale", "STALE")
             cache.count("misses")
             if directives.only_if_cached:
                 return marked(web.Response(status=504), "MISS", "fwd=miss; detail=only-if-cached")
