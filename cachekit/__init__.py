@@ -6,6 +6,7 @@ from cachekit.backends.base import Store, StoreError, WriteRefused
 from cachekit.cache import Cache, CacheStats
 from cachekit.decorator import cached
 from cachekit.entry import CachedResponse
+from cachekit.purging import Purge
 from cachekit.settings import CacheSettings, SettingsError, load_settings
 from cachekit.tagging import tag
 
@@ -14,6 +15,7 @@ __all__ = [
     "CacheSettings",
     "CacheStats",
     "CachedResponse",
+    "Purge",
     "SettingsError",
     "Store",
     "StoreError",

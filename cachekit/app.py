@@ -18,6 +18,7 @@ from cachekit.backends.sentinel import SentinelStore
 from cachekit.cache import Cache
 from cachekit.invalidation import unsafe_method_receiver
 from cachekit.policy import SAFE_METHODS
+from cachekit.purging import PurgeHook
 from cachekit.settings import CacheSettings, load_settings
 
 log = logging.getLogger("cachekit")
@@ -56,12 +57,17 @@ def build_store(settings: CacheSettings) -> Store:
 
 
 def setup_cache(
-    app: web.Application, settings: CacheSettings | None = None, store: Store | None = None
+    app: web.Application,
+    settings: CacheSettings | None = None,
+    store: Store | None = None,
+    *,
+    on_purge: PurgeHook | None = None,
 ) -> Cache:
     """Attach a cache to `app`: settings from CACHEKIT_* variables unless given.
 
     Invalid settings raise `SettingsError` here, at startup. The store is closed in the
-    app's cleanup; `store` lets tests inject one.
+    app's cleanup; `store` lets tests inject one. `on_purge` receives every purge once the
+    store has applied it (`cachekit.Purge`), e.g. to forward it to a CDN.
     """
     resolved = settings if settings is not None else load_settings()
     if overrides.forced_settings:  # set by cachekit.testing's fixtures only
@@ -69,7 +75,7 @@ def setup_cache(
     attached = store if store is not None else build_store(resolved)
     if overrides.wrap_store is not None:
         attached = overrides.wrap_store(attached)
-    cache = Cache(resolved, attached)
+    cache = Cache(resolved, attached, on_purge=on_purge)
     cache.router = app.router
     app[CACHE_APP_KEY] = cache
     receiver = None
@@ -121,7 +127,7 @@ def _tag_invalidator(request: web.Request) -> Callable[..., Awaitable[int]] | No
     cache = request.config_dict.get(CACHE_APP_KEY)
     if cache is None or not cache.settings.enabled:
         return None
-    return cache.invalidate_tags
+    return cache.purge_unsafe_method
 
 
 def get_cache(app_or_request: web.Application | web.Request) -> Cache:

@@ -18,6 +18,7 @@ from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import FillOutcome, Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
 from cachekit.invalidation import handler_base_key
+from cachekit.purging import Purge, PurgeHook, PurgeNotifier
 from cachekit.settings import CacheSettings
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ class Cache:
         settings: CacheSettings,
         store: Store | None = None,
         clock: Callable[[], float] | None = None,
+        on_purge: PurgeHook | None = None,
     ) -> None:
         self.settings = settings
         #: Wall-clock seconds for TTLs and `Age` (`overrides.wall` unless given).
@@ -125,6 +127,8 @@ class Cache:
         #: What this cache resolved per handler (by name; one entry per decorated handler).
         self._handlers: dict[str, HandlerState] = {}
         self._published: dict[str, int] = {}
+        #: Hands every applied purge to the app's `on_purge` hook (see `cachekit.purging`).
+        self.purges = PurgeNotifier(on_purge)
 
     # ------------------------------------------------------------------ counters
 
@@ -149,6 +153,7 @@ class Cache:
         figures (`near_hits` counts hits it answered, a subset of `hits`)."""
         result: dict[str, Any] = asdict(self._counters)
         result["breaker_open"] = self.breaker.is_open
+        result["purge_hook_errors"] = self.purges.errors
         result.update(self.store.stats())
         return result
 
@@ -198,13 +203,17 @@ class Cache:
             self._counters.stores += 1
         return stored
 
-    async def invalidate(self, *targets: str | Callable[..., Any], **params: str) -> int:
+    async def invalidate(
+        self, *targets: str | Callable[..., Any], soft: bool = False, **params: str
+    ) -> int:
         """Remove entries, with all their Vary variants; returns how many existed.
 
         A target is a logical key (`"product:7"`) or a `@cached` handler: then the entries
         a GET of its route with `params` would hit (`invalidate(get_product, id="7")`).
-        Raises `StoreError` when the store cannot be reached: an invalidation that silently
-        did nothing would leave stale data in place.
+        `soft=True` marks them stale instead: served within their stale window while one
+        fill refreshes them (no stampede); without a stale window, a miss as after a hard
+        purge. Raises `StoreError` when the store cannot be reached: an invalidation that
+        silently did nothing would leave stale data in place.
         """
         bases = [
             target
@@ -214,15 +223,40 @@ class Cache:
         ]
         if params and all(isinstance(target, str) for target in targets):
             raise TypeError("parameters are only meaningful with a @cached handler")
-        return int(await self._strict(self.store.delete_variants(bases)))
+        purged = (
+            self.store.delete_variants(bases, soft=True)
+            if soft
+            else (self.store.delete_variants(bases))
+        )
+        count = int(await self._strict(purged))
+        await self.purges.notify(Purge("key", keys=tuple(bases), soft=soft))
+        return count
 
-    async def invalidate_tags(self, *tags: str) -> int:
-        """Remove every entry stored under any of these tags; raises `StoreError` on failure."""
-        return int(await self._strict(self.store.invalidate_tags(tags)))
+    async def invalidate_tags(self, *tags: str, soft: bool = False) -> int:
+        """Remove every entry stored under any of these tags (`soft=True`: mark them stale,
+        as `invalidate` says); raises `StoreError` on failure."""
+        return await self._purge_tags(Purge("tag", tags=tags, soft=soft))
+
+    async def purge_unsafe_method(self, *tags: str) -> int:
+        """`invalidate_tags` for the path tags a successful unsafe request purges (RFC 9111
+        §4.4); the hook is told it was `"unsafe_method"`."""
+        return await self._purge_tags(Purge("unsafe_method", tags=tags))
+
+    async def _purge_tags(self, purge: Purge) -> int:
+        store = self.store
+        purged = (
+            store.invalidate_tags(purge.tags, soft=True)
+            if purge.soft
+            else (store.invalidate_tags(purge.tags))
+        )
+        count = int(await self._strict(purged))
+        await self.purges.notify(purge)
+        return count
 
     async def clear(self) -> None:
         """Drop every entry of this namespace; raises `StoreError` on failure."""
         await self._strict(self.store.clear())
+        await self.purges.notify(Purge("namespace"))
 
     async def startup_warnings(self) -> list[str]:
         """The store's configuration problems (see `Store.startup_warnings`), bounded by the

@@ -175,11 +175,21 @@ class FaultyStore:
     async def delete(self, keys: Sequence[str]) -> int:
         return await self._call(self.inner.delete(keys), writing=True)
 
-    async def delete_variants(self, bases: Sequence[str]) -> int:
-        return await self._call(self.inner.delete_variants(bases), writing=True)
+    async def delete_variants(self, bases: Sequence[str], soft: bool = False) -> int:
+        purge = (
+            self.inner.delete_variants(bases, soft=True)
+            if soft
+            else (self.inner.delete_variants(bases))
+        )
+        return await self._call(purge, writing=True)
 
-    async def invalidate_tags(self, tags: Iterable[str]) -> int:
-        return await self._call(self.inner.invalidate_tags(tags), writing=True)
+    async def invalidate_tags(self, tags: Iterable[str], soft: bool = False) -> int:
+        purge = (
+            self.inner.invalidate_tags(tags, soft=True)
+            if soft
+            else (self.inner.invalidate_tags(tags))
+        )
+        return await self._call(purge, writing=True)
 
     async def clear(self) -> None:
         await self._call(self.inner.clear(), writing=True)

@@ -9,14 +9,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cachekit.backends.tag_versions import (
+    CURRENT,
     PURGE_BITS,
+    VOID,
     TagVersions,
     fresh_ticket,
     new_version,
     parse_ticket,
     recorded_current,
+    recorded_since,
+    recorded_token,
     same_generation,
     ticket_text,
+    version_state,
 )
 from cachekit.entry import CachedResponse
 
@@ -95,15 +100,15 @@ def test_versions_are_kept_while_the_ticket_is_unchanged() -> None:
     stored = entry(("t", "u"), ("1", "2"), ticket)
     assert kept.check(stored, ticket) is None  # nothing kept: fetch
     kept.learn(ticket, ["t", "u"], ["1", "2"])
-    assert kept.check(stored, ticket) is True
+    assert kept.check(stored, ticket) == CURRENT
     assert kept.check(entry(("t",), ("0",), ticket), ticket) is None  # differs: fetch again
-    assert kept.check(entry(("t",), (), ticket), ticket) is False
+    assert kept.check(entry(("t",), (), ticket), ticket) == VOID
     purged = ticket + 1
     assert kept.check(stored, purged) is None and len(kept) == 0  # a purge: all forgotten
     # A fetch that read the older ticket (it started before the purge) is kept under that
     # ticket only: a batch that reads the newer one forgets it.
     kept.learn(ticket, ["t"], ["1"])
-    assert kept.check(entry(("t",), ("1",), ticket), ticket) is True
+    assert kept.check(entry(("t",), ("1",), ticket), ticket) == CURRENT
     assert kept.check(entry(("t",), ("1",), ticket), purged) is None
     kept.learn(purged, ["t", "u"], ["1", None])  # missing versions are not kept
     assert len(kept) == 1
@@ -115,3 +120,39 @@ def test_kept_versions_are_bounded() -> None:
     for n in range(10_000):
         kept.learn(ticket, [f"tag:{n}"], [new_version()])
     assert kept._memo.used_bytes <= 64 << 10
+
+
+# A soft purge at 1,700,000,000.5 s replaced token "a" by "b" (tag_versions.py docstring).
+SOFT = "b~1700000000500~a"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "current", "state"),
+    [
+        ("a", "a", CURRENT),
+        ("b", SOFT, CURRENT),  # filled after the soft purge
+        ("a", SOFT, 1_700_000_000.5),  # soft-purged: stale from the purge on
+        ("z", SOFT, VOID),  # purged before (softly or not): a miss
+        ("a", "b", VOID),  # a hard purge
+        ("a", None, VOID),  # evicted
+        ("a", "b~x~a", VOID),  # damaged time
+        ("a", "b~~a", VOID),
+    ],
+)
+def test_version_state(recorded: str, current: str | None, state: float) -> None:
+    assert version_state(recorded, current) == state
+
+
+def test_fills_record_the_token_of_a_soft_version() -> None:
+    assert recorded_token(SOFT) == "b"
+    assert recorded_token("a") == "a"
+
+
+def test_an_entry_is_as_stale_as_its_earliest_soft_purged_tag() -> None:
+    tagged = entry(("t", "u", "v"), ("a", "c", "e"), 1 << PURGE_BITS)
+    current = {"t": SOFT, "u": "d~1700000000000~c", "v": "e"}
+    assert recorded_since(tagged, current) == 1_700_000_000.0
+    assert recorded_since(tagged, {**current, "v": "f"}) == VOID
+    kept = TagVersions()
+    kept.learn(1 << PURGE_BITS, ["t", "u", "v"], [SOFT, current["u"], "e"])
+    assert kept.check(tagged, 1 << PURGE_BITS) == 1_700_000_000.0

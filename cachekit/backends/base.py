@@ -63,15 +63,21 @@ class Store(Protocol):
         """Remove these entries; returns how many existed."""
         ...
 
-    async def delete_variants(self, bases: Sequence[str]) -> int:
-        """Remove these base keys' entries together with all their Vary variants."""
+    async def delete_variants(self, bases: Sequence[str], soft: bool = False) -> int:
+        """Remove these base keys' entries together with all their Vary variants; returns
+        how many existed. Also voids fills still in flight (a new ticket).
+
+        `soft` (the cache passes it only when True, so a store without soft purges still
+        works for hard ones): mark the entries stale instead, as `purging.soft_purged`
+        says, so they are served within their stale window while one fill refreshes them.
+        """
         ...
 
-    async def invalidate_tags(self, tags: Iterable[str]) -> int:
+    async def invalidate_tags(self, tags: Iterable[str], soft: bool = False) -> int:
         """Remove every entry stored under any of these tags; returns how many.
 
         Also voids fills still in flight (a new ticket): no entry of a purged tag is
-        served afterwards, whatever the store evicts.
+        served afterwards, whatever the store evicts. `soft`: as for `delete_variants`.
         """
         ...
 

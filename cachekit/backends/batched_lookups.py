@@ -24,13 +24,16 @@ from typing import Any, Final, Protocol
 
 from cachekit.backends.base import Answer, StoreError
 from cachekit.backends.tag_versions import (
+    CURRENT,
     PURGE_BITS,
+    VOID,
     TagVersions,
     parse_ticket,
-    recorded_current,
+    recorded_since,
     same_generation,
 )
 from cachekit.entry import CachedResponse, CorruptEntry, decode
+from cachekit.purging import as_purges_left
 
 #: Lookup batches (MGETs) in flight at once per store. Lookups that arrive while this many
 #: are out wait for the next reply and then go out together: under load a few large
@@ -252,12 +255,12 @@ class LookupBatcher:
                 if not entry.tags:
                     answer = (entry, ticket)
                 else:
-                    current = self.versions.check(entry, ticket)
-                    if current is None:
+                    since = self.versions.check(entry, ticket)
+                    if since is None:
                         unsettled.append((key, entry, waiters))
                         return None
-                    if current:
-                        answer = (entry, ticket)
+                    shown = entry if since == CURRENT else as_purges_left(entry, since)
+                    answer = (shown, ticket)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(answer)
@@ -286,8 +289,8 @@ class LookupBatcher:
             raise
         current = dict(zip(tags, versions, strict=True))
         for _, entry, waiters in unsettled:
-            valid = same_generation(entry, ticket) and recorded_current(entry, current)
-            answer: Answer = (entry if valid else None, ticket)
+            since = recorded_since(entry, current) if same_generation(entry, ticket) else VOID
+            answer: Answer = (as_purges_left(entry, since), ticket)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(answer)

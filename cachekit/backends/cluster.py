@@ -189,7 +189,9 @@ class ClusterTopology:
             return None
         return versions
 
-    async def mark_purged(self, tags: Sequence[str], purge: str, generation: str) -> None:
+    async def mark_purged(
+        self, tags: Sequence[str], purge: str, generation: str, soft_at_ms: str = ""
+    ) -> None:
         """See `Topology.mark_purged`: ticket, versions, ticket (see the module docstring)."""
         layout = self._layout
 
@@ -201,10 +203,17 @@ class ClusterTopology:
             )
 
         await bump(purge)
+        if not tags:
+            return
         pipe = self.client.pipeline(transaction=False)
         for tag in tags:
             pipe.execute_command(
-                "EVAL", scripts.REPLACE_VERSIONS, 1, layout.version_key(tag), new_version()
+                "EVAL",
+                scripts.REPLACE_VERSIONS,
+                1,
+                layout.version_key(tag),
+                soft_at_ms,
+                new_version(),
             )
         await self.run(pipe.execute())
         await bump(new_purge())

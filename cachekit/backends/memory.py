@@ -9,6 +9,7 @@ from typing import Any, Final
 from cachekit import overrides
 from cachekit.backends.base import Answer
 from cachekit.entry import CachedResponse
+from cachekit.purging import soft_purged
 
 # CPython cost of one stored entry beyond its raw bytes: the entry object, its tuples and
 # strings, the dict slots, the key, and the allocator's slack around them. Calibrated with
@@ -104,21 +105,42 @@ class MemoryStore:
                     self._remove(key)
         return len(self._variants.get(base, ())) < self.max_variants
 
-    async def delete_variants(self, bases: Sequence[str]) -> int:
+    async def delete_variants(self, bases: Sequence[str], soft: bool = False) -> int:
         """See `Store.delete_variants`."""
+        self._ticket += 1
         keys = [key for base in bases for key in (base, *self._variants.get(base, ()))]
+        if soft:
+            return self._soften(keys)
         return await self.delete(keys)
 
     async def delete(self, keys: Sequence[str]) -> int:
         """See `Store.delete`."""
         return sum(self._remove(key) for key in keys)
 
-    async def invalidate_tags(self, tags: Iterable[str]) -> int:
+    async def invalidate_tags(self, tags: Iterable[str], soft: bool = False) -> int:
         """See `Store.invalidate_tags`."""
         names = list(tags)
         self._ticket += 1
         keys = set().union(*(self._tags.get(tag, set()) for tag in names))
+        if soft:
+            return self._soften(keys)
         return await self.delete(list(keys))
+
+    def _soften(self, keys: Iterable[str]) -> int:
+        """Soft-purge these entries now (`purging.soft_purged`); how many existed."""
+        at = self._clock()
+        found = 0
+        for key in keys:
+            item = self._entries.get(key)
+            if item is None:
+                continue
+            found += 1
+            view = soft_purged(item[0], at)
+            if view is None:
+                self._remove(key)
+            else:
+                self._entries[key] = (view, item[1])  # same cost: only deadlines changed
+        return found
 
     async def clear(self) -> None:
         """See `Store.clear`."""

@@ -57,10 +57,12 @@ from cachekit.backends.tag_versions import (
     new_generation,
     new_purge,
     parse_ticket,
+    recorded_token,
     ticket_text,
 )
 from cachekit.backends.topology import REDIS_ERRORS, Fill, Topology
-from cachekit.entry import CachedResponse, encode
+from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
+from cachekit.purging import soft_purged
 
 log = logging.getLogger("cachekit.redis")
 
@@ -109,6 +111,7 @@ class RedisStore:
         self._ticket_lock = asyncio.Lock()
         self.trim_slack_ms = TRIM_SLACK_MS
         self._compare_and_delete = client.register_script(scripts.COMPARE_AND_DELETE)
+        self._compare_and_set = client.register_script(scripts.COMPARE_AND_SET)
         self._near = self._near_cache(near_max_bytes, near_max_age) if near_max_bytes > 0 else None
         self._lookups = LookupBatcher(self.topology, timeout, self._drop_damaged, self._near)
         # Every name of the layout on the store too (it used to be its own layout): tests
@@ -230,7 +233,7 @@ class RedisStore:
                 )
                 if found is None:
                     return False
-                versions = tuple(found)
+                versions = tuple(map(recorded_token, found))
             fill = Fill(
                 key=key,
                 data=encode(entry, versions),
@@ -277,10 +280,12 @@ class RedisStore:
             for key in keys:
                 self._near.invalidate(key)
 
-    async def delete_variants(self, bases: Sequence[str]) -> int:
-        """See `Store.delete_variants`."""
+    async def delete_variants(self, bases: Sequence[str], soft: bool = False) -> int:
+        """See `Store.delete_variants`. The ticket first, so that no fill which looked up
+        before the purge stores its (maybe older) response after it."""
         if not bases:
             return 0
+        await self._mark_purged(())
         layout = self.layout
         async with self._redis.pipeline(transaction=False) as pipe:
             for base in bases:
@@ -290,23 +295,25 @@ class RedisStore:
         for base, variants in zip(bases, found, strict=True):
             keys.append(base)
             keys.extend(base + member.decode() for member in variants)
+        if soft:
+            return await self._soften(keys, time.time())
         removed = await self.delete(keys)
         await self.topology.unlink([layout.variants_key(base) for base in bases])
         return removed
 
-    async def invalidate_tags(self, tags: Iterable[str]) -> int:
+    async def invalidate_tags(self, tags: Iterable[str], soft: bool = False) -> int:
         """See `Store.invalidate_tags`. New versions and a new ticket first (what makes the
         purge hold), then the entries found in the tag indexes are deleted, batch by batch
-        (index members before entries: a fill re-storing a key meanwhile re-indexes it)."""
+        (index members before entries: a fill re-storing a key meanwhile re-indexes it).
+        A soft purge only writes soft versions; it reports the entries its tags index."""
         names = list(dict.fromkeys(tags))
         if not names:
             return 0
-        try:
-            await self.topology.mark_purged(names, new_purge(), new_generation())
-        finally:
-            if self._near is not None:
-                self._near.flush()  # the ticket changed: this process reads its own purge
+        await self._mark_purged(names, soft)
         run, layout = self.topology.run, self.layout
+        if soft:
+            cards = await run(_cardinalities(self._redis, map(layout.tag_key, names)))
+            return sum(int(card) for card in cards)
         removed = 0
         for tag in names:
             tag_key = layout.tag_key(tag)
@@ -322,6 +329,43 @@ class RedisStore:
                 if not cursor:
                     break
         return removed
+
+    async def _mark_purged(self, tags: Sequence[str], soft: bool = False) -> None:
+        soft_at_ms = str(int(time.time() * 1000)) if soft else ""
+        try:
+            await self.topology.mark_purged(tags, new_purge(), new_generation(), soft_at_ms)
+        finally:
+            if self._near is not None:
+                self._near.flush()  # the ticket changed: this process reads its own purge
+
+    async def _soften(self, keys: Sequence[str], at: float) -> int:
+        """Soft-purge these entries (`purging.soft_purged`): rewritten, or deleted when they
+        have no stale window; returns how many existed."""
+        entry_keys = [self.layout.entry_key(key) for key in keys]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_key in entry_keys:
+                pipe.get(entry_key)
+            raws = await self.topology.run(pipe.execute())
+        found = 0
+        try:
+            for entry_key, raw in zip(entry_keys, raws, strict=True):
+                if raw is None:
+                    continue
+                found += 1
+                try:
+                    entry = decode(raw)
+                except CorruptEntry:
+                    await self._compare_and_delete(keys=[entry_key], args=[raw])
+                    continue
+                view = soft_purged(entry, at)
+                if view is None:
+                    await self._compare_and_delete(keys=[entry_key], args=[raw])
+                elif view is not entry:
+                    new = encode(view, entry.tag_versions)
+                    await self._compare_and_set(keys=[entry_key], args=[raw, new])
+        finally:
+            self._forget(keys)
+        return found
 
     async def clear(self) -> None:
         """See `Store.clear`: a new random generation (O(1)); old entries expire on their
@@ -370,3 +414,11 @@ def _policies(reply: Any) -> list[str]:
     if isinstance(reply, dict):
         return [policy for node in reply.values() for policy in _policies(node)]
     return []
+
+
+async def _cardinalities(client: Any, keys: Iterable[str]) -> list[int]:
+    """ZCARD of each key, in one pipeline."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.zcard(key)
+        return list(await pipe.execute())

@@ -14,6 +14,15 @@ end
 return 0
 """
 
+# A soft purge rewrites an entry only if nobody replaced it meanwhile; its expiry stays.
+COMPARE_AND_SET: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+    return 1
+end
+return 0
+"""
+
 # Shared by STORE and PENDING: the variant cap. Expects `set_key` (the variant set of the
 # base), `suffix` (this variant, '' for a base key), `cap`, `live(member)` (whether a
 # recorded variant still has an entry) and `keep` (ms). Returns false when the base already
@@ -171,11 +180,18 @@ return 1
 """
 
 # A purge of tags: a new version for each tag that has one (a missing version already
-# voids every entry that recorded one). KEYS: version keys; ARGV: one new version each.
+# voids every entry that recorded one). KEYS: version keys. ARGV[1]: empty for a hard purge,
+# else the soft purge's time in ms; ARGV[2], ...: one new token each. A soft purge writes
+# `NEW~MS~OLD`, OLD the token it replaces (see tag_versions.py).
 REPLACE_VERSIONS: Final = """
 for i = 1, #KEYS do
-    if redis.call('EXISTS', KEYS[i]) == 1 then
-        redis.call('SET', KEYS[i], ARGV[i], 'KEEPTTL')
+    local old = redis.call('GET', KEYS[i])
+    if old then
+        local value = ARGV[i + 1]
+        if ARGV[1] ~= '' then
+            value = value .. '~' .. ARGV[1] .. '~' .. string.match(old, '^[^~]*')
+        end
+        redis.call('SET', KEYS[i], value, 'KEEPTTL')
     end
 end
 return 1

@@ -106,15 +106,18 @@ class SingleServer:
             return None
         return [version.decode() for version in versions]
 
-    async def mark_purged(self, tags: Sequence[str], purge: str, generation: str) -> None:
+    async def mark_purged(
+        self, tags: Sequence[str], purge: str, generation: str, soft_at_ms: str = ""
+    ) -> None:
         """See `Topology.mark_purged`: both in one transaction."""
         layout = self._layout
         async with self.client.pipeline(transaction=True) as pipe:
-            await self._replace_versions(
-                keys=list(map(layout.version_key, tags)),
-                args=[new_version() for _ in tags],
-                client=pipe,
-            )
+            if tags:
+                await self._replace_versions(
+                    keys=list(map(layout.version_key, tags)),
+                    args=[soft_at_ms, *(new_version() for _ in tags)],
+                    client=pipe,
+                )
             await self._bump_ticket(
                 keys=[layout.generation_key], args=[purge, generation], client=pipe
             )

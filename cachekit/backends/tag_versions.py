@@ -14,10 +14,16 @@ reads the ticket with its entries, which lets a process keep the versions it fet
 (`TagVersions`) for as long as the ticket is unchanged, and lets a fill be stored only if
 the ticket its lookup returned is still current once its tag versions are read: a fill that
 raced a purge is never stored, and the first fill after a purge is. No clocks are involved.
+
+Soft purges. A soft purge of TAG writes `NEW~MS~OLD`: the new token, the purge's wall-clock
+time in ms, and the token it replaced. Entries record a token only (the part before the
+first `~`); one that recorded OLD is served as stale from MS on (`purging.soft_purged`), one
+that recorded an older token is a miss, as after a hard purge.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -76,24 +82,59 @@ def new_version() -> str:
     return secrets.token_hex(8)
 
 
-def recorded_current(entry: CachedResponse, current: Mapping[str, str | None]) -> bool:
-    """Whether every version `entry` recorded equals the current one (a missing version
-    key or an unrecorded version never does)."""
+#: `version_state` of a version that is current, and of one a hard purge replaced.
+CURRENT: Final = math.inf
+VOID: Final = -math.inf
+
+
+def version_state(recorded: str, current: str | None) -> float:
+    """`CURRENT` when `recorded` is the token of the `current` version value, the time
+    (seconds) of the soft purge that replaced it, or `VOID` (replaced, missing, damaged)."""
+    if current is None:
+        return VOID
+    token, _, soft = current.partition("~")
+    if token == recorded:
+        return CURRENT
+    at, _, replaced = soft.partition("~")
+    if replaced != recorded or not at.isdigit():
+        return VOID
+    return int(at) / 1000
+
+
+def recorded_token(version: str) -> str:
+    """What a fill records of a version value: its token (see the module docstring)."""
+    return version.partition("~")[0]
+
+
+def recorded_since(entry: CachedResponse, current: Mapping[str, str | None]) -> float:
+    """The earliest `version_state` of the versions `entry` recorded (`VOID` for an entry
+    that recorded none although tagged)."""
     versions = entry.tag_versions
     if len(versions) != len(entry.tags):
-        return False
-    return all(
-        current.get(tag) == version for tag, version in zip(entry.tags, versions, strict=True)
+        return VOID
+    return min(
+        (
+            version_state(version, current.get(tag))
+            for tag, version in zip(entry.tags, versions, strict=True)
+        ),
+        default=CURRENT,
     )
+
+
+def recorded_current(entry: CachedResponse, current: Mapping[str, str | None]) -> bool:
+    """Whether every version `entry` recorded is current (neither purge since)."""
+    return recorded_since(entry, current) == CURRENT
 
 
 class TagVersions:
     """The tag versions this process fetched, valid while the ticket is unchanged.
 
-    `check` is the hit path's question: True when every version the entry recorded equals
-    the one kept here under the batch's ticket (no purge anywhere since they were read);
-    None when a version is not kept, or differs (a purge or an evicted and re-created key:
-    fetch it and decide with `recorded_current`). Bounded in bytes (`VERSIONS_MAX_BYTES`).
+    `check` is the hit path's question: `CURRENT` when every version the entry recorded is
+    the one kept here under the batch's ticket (no purge anywhere since they were read), the
+    time of the earliest soft purge of one of them, `VOID` for an entry that cannot be
+    checked; None when a version is not kept, or differs otherwise (a purge or an evicted
+    and re-created key: fetch it and decide with `recorded_since`). Bounded in bytes
+    (`VERSIONS_MAX_BYTES`).
     """
 
     __slots__ = ("_memo", "_ticket")
@@ -102,20 +143,25 @@ class TagVersions:
         self._memo: BoundedMemo[str, str] = BoundedMemo("tag versions", max_bytes)
         self._ticket = 0
 
-    def check(self, entry: CachedResponse, ticket: int) -> bool | None:
-        """See the class docstring."""
+    def check(self, entry: CachedResponse, ticket: int) -> float | None:
+        """See the class docstring: `CURRENT`, `VOID`, a soft purge's time, or None."""
         if ticket != self._ticket:
             self._memo.clear()
             self._ticket = ticket
             return None
         versions = entry.tag_versions
         if len(versions) != len(entry.tags):
-            return False  # written without versions: it cannot be checked
+            return VOID  # written without versions: it cannot be checked
         get = self._memo.get
+        since = CURRENT
         for tag, version in zip(entry.tags, versions, strict=True):
-            if get(tag) != version:
-                return None
-        return True
+            current = get(tag)
+            if current != version:
+                state = version_state(version, current)
+                if state == VOID:
+                    return None  # not kept, or replaced: fetch it to be sure
+                since = min(since, state)
+        return since
 
     def learn(self, ticket: int, tags: Sequence[str], versions: Sequence[str | None]) -> None:
         """Keep versions fetched under `ticket` (read in one round trip with it)."""

@@ -76,10 +76,13 @@ class Topology(Protocol):
         versions are read before the ticket is compared (see `tag_versions.py`)."""
         ...
 
-    async def mark_purged(self, tags: Sequence[str], purge: str, generation: str) -> None:
-        """Give each of `tags` that has a version a new one and the ticket the new P
-        `purge` (G `generation` if the ticket is missing), so that no process reads a
-        replaced version under the new ticket."""
+    async def mark_purged(
+        self, tags: Sequence[str], purge: str, generation: str, soft_at_ms: str = ""
+    ) -> None:
+        """Give each of `tags` that has a version a new one (soft, `NEW~MS~OLD`, when
+        `soft_at_ms` is the purge's time in ms) and the ticket the new P `purge` (G
+        `generation` if the ticket is missing), so that no process reads a replaced
+        version under the new ticket. No tags: only the ticket (a purge of keys)."""
         ...
 
     async def store(self, fill: Fill) -> bool:
