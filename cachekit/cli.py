@@ -18,11 +18,12 @@ from cachekit.backends.redis import RedisStore
 from cachekit.backends.tag_versions import (
     PURGE_BITS,
     parse_ticket,
-    recorded_current,
+    recorded_since,
     same_generation,
 )
 from cachekit.backends.topology import REDIS_ERRORS
 from cachekit.entry import CachedResponse, CorruptEntry, decode
+from cachekit.purging import as_purges_left
 from cachekit.settings import CacheSettings, SettingsError, load_settings
 
 EXIT_OK: Final = 0
@@ -66,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument(
         "--all", action="store_true", help="every entry of the namespace (O(1) generation bump)"
     )
+    purge.add_argument(
+        "--soft",
+        action="store_true",
+        help="mark the entries stale instead: served within their stale window while one"
+        " request refreshes each",
+    )
     inspect = commands.add_parser("inspect", parents=[common], help="show one stored entry")
     inspect.add_argument("key", metavar="KEY", help="a logical key, or its Redis key ns:e:{...}")
     return parser
@@ -81,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("purge: --all cannot be combined with --tag or --key")
         if not (args.all or args.tag or args.key):
             parser.error("purge: say what to remove: --tag TAG, --key KEY or --all")
+        if args.all and args.soft:
+            parser.error("purge: --soft applies to --tag and --key, not --all")
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -118,7 +127,7 @@ async def _run(args: argparse.Namespace, settings: CacheSettings) -> dict[str, A
             if args.command == "stats":
                 return await _stats(store, settings)
             if args.command == "purge":
-                return await _purge(store, args.tag, args.key, args.all)
+                return await _purge(store, args.tag, args.key, args.all, args.soft)
             return await _inspect(store, args.key)
     finally:
         await store.close()
@@ -155,16 +164,17 @@ async def _count(store: RedisStore, pattern: str) -> int:
 
 
 async def _purge(
-    store: RedisStore, tags: list[str], keys: list[str], everything: bool
+    store: RedisStore, tags: list[str], keys: list[str], everything: bool, soft: bool = False
 ) -> dict[str, Any]:
     if everything:
         await store.clear()
         ticket = parse_ticket(await store.client.get(store.layout.generation_key))
         return {"purged": "all", "generation": ticket >> PURGE_BITS}
-    removed = await store.invalidate_tags(tags) if tags else 0
+    removed = await store.invalidate_tags(tags, soft=soft) if tags else 0
     if keys:
-        removed += await store.delete_variants([_logical(store, key) for key in keys])
-    return {"purged": {"tags": tags, "keys": keys}, "removed": removed}
+        bases = [_logical(store, key) for key in keys]
+        removed += await store.delete_variants(bases, soft=soft)
+    return {"purged": {"tags": tags, "keys": keys}, "removed": removed, "soft": soft}
 
 
 async def _inspect(store: RedisStore, key: str) -> dict[str, Any]:
@@ -196,7 +206,7 @@ async def _inspect(store: RedisStore, key: str) -> dict[str, Any]:
         entry_key,
         entry=entry,
         ticket=ticket,
-        tags_current=recorded_current(entry, current),
+        since=recorded_since(entry, current),
         pttl=pttl,
         variants=variants,
     )
@@ -208,15 +218,20 @@ def _describe_entry(
     *,
     entry: CachedResponse,
     ticket: int,
-    tags_current: bool,
+    since: float,
     pttl: int,
     variants: list[str],
 ) -> dict[str, Any]:
     now = time.time()
+    view = as_purges_left(entry, since)
     if not same_generation(entry, ticket):
         state = "superseded (purged with --all; never served)"
-    elif not tags_current:
+    elif view is None:
         state = "purged (one of its tags was purged, or its version evicted; never served)"
+    elif view is not entry and not view.is_servable_stale(now):
+        state = "soft-purged, past its stale window (never served)"
+    elif view is not entry:
+        state = "soft-purged (served stale while one refresh runs)"
     elif entry.vary_stub:
         state = "vary stub (points processes to the key with the learned Vary headers)"
     elif entry.is_fresh(now):
@@ -264,7 +279,8 @@ def _human(command: str, result: dict[str, Any]) -> str:
         what = [f"tag {tag!r}" for tag in result["purged"]["tags"]]
         what += [f"key {key!r}" for key in result["purged"]["keys"]]
         count = result["removed"]
-        return f"removed {count} {'entry' if count == 1 else 'entries'} ({', '.join(what)})"
+        done = "marked stale" if result.get("soft") else "removed"
+        return f"{done} {count} {'entry' if count == 1 else 'entries'} ({', '.join(what)})"
     lines = []
     for field, value in result.items():
         name, shown = field, value

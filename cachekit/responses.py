@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from email.utils import formatdate
 from sys import getsizeof
 from typing import Final
@@ -19,6 +20,8 @@ X_CACHE: Final = "X-Cache"
 ETAG_HEADER: Final = "ETag"
 #: A response header through which a handler may name tags; stripped before sending.
 CACHE_TAG_HEADER: Final = "Cache-Tag"
+#: The surrogate-key line a fill put on its response (`surrogate_key_header`), kept by `mark`.
+SURROGATE_LINE: Final = web.ResponseKey("cachekit_surrogate_line", tuple[str, str])
 CACHE_STATUS: Final = "Cache-Status"
 CACHE_NAME: Final = "cachekit"
 
@@ -57,15 +60,18 @@ def to_entry(
     tags: tuple[str, ...],
     generation: int,
     compress: bool,
+    added: Sequence[tuple[str, str]] = (),
 ) -> CachedResponse:
     """Build the entry to store from a response the policy found storable.
 
     The entry always carries a strong ETag (the handler's, or a hash of the body, equal in
     every process) and the origin `Date`, so hits report when the response was made.
+    `added`: lines of cachekit's own (the surrogate keys), kept even if named `Cache-Tag`.
     """
     headers = [
         line for line in directives.storable_headers(lines) if line[0].lower() != "cache-tag"
     ]
+    headers.extend(added)
     etags = directives.header_values(headers, "ETag")
     if not etags:
         etags = [body_etag(body)]
@@ -213,3 +219,7 @@ def mark(headers: MutableMultiMapping[str] | web.StreamResponse, x_cache: str, s
     target[X_CACHE] = x_cache
     target.add(CACHE_STATUS, f"{CACHE_NAME}; {status}")
     target.popall(CACHE_TAG_HEADER, None)
+    if isinstance(headers, web.StreamResponse):
+        surrogate = headers.get(SURROGATE_LINE)
+        if surrogate is not None:  # ours, which may be named Cache-Tag too (Cloudflare)
+            target[surrogate[0]] = surrogate[1]

@@ -123,6 +123,15 @@ class CacheSettings(BaseSettings):
             " directives replace Cache-Control for cachekit's own decisions."
         ),
     )
+    surrogate_key_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+        description=(
+            "Header that carries a tagged response's tags to a CDN: Surrogate-Key (Fastly,"
+            " space-separated), Cache-Tag (Cloudflare) or Edge-Cache-Tag (Akamai),"
+            " comma-separated."
+        ),
+    )
     honor_request_cache_control: bool = Field(
         default=False,
         description="Act on the request's no-cache, no-store, max-age and only-if-cached.",

@@ -15,12 +15,13 @@ from cachekit.entry import CachedResponse
 from cachekit.handler_spec import HandlerSpec
 from cachekit.responses import (
     ETAG_HEADER,
+    SURROGATE_LINE,
     add_freshness,
     header_lines,
     storable_body,
     to_entry,
 )
-from cachekit.tagging import runtime_tags
+from cachekit.tagging import runtime_tags, surrogate_keys_line
 
 log = logging.getLogger("cachekit")
 
@@ -102,6 +103,15 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
         cache.count("errors")
         log.exception("cache tags of %s failed; not storing", spec.name)
         decision, tags = policy.Decision(False, "tag-error"), ()
+    surrogate_header = cache.settings.surrogate_key_header
+    added: tuple[tuple[str, str], ...] = ()
+    if surrogate_header is not None and tags:
+        # Replaces any line of that name the handler set (its tags are among `tags`).
+        line = surrogate_keys_line(surrogate_header, tags)
+        lines = [kept for kept in lines if kept[0].lower() != surrogate_header.lower()]
+        response.headers[surrogate_header] = line[1]
+        response[SURROGATE_LINE] = line
+        added = (line,)
     life = policy.lifetime(facts, cache.configured(spec), cache.clock())
     entry = to_entry(
         response.status,
@@ -114,6 +124,7 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
         tags=tags,
         generation=job.generation,
         compress=isinstance(response, web.Response) and bool(response.compression),
+        added=added,
     )
     if not decision.allowed:
         reason = decision.reason

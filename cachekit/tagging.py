@@ -26,3 +26,32 @@ def runtime_tags(request: web.Request, lines: Sequence[tuple[str, str]]) -> list
         name.strip() for value in header_values(lines, "Cache-Tag") for name in value.split(",")
     ]
     return [*request.get(RUNTIME_TAGS, ()), *(name for name in from_header if name)]
+
+
+#: Characters a tag keeps in a surrogate-key header; the others (separators, whitespace,
+#: `%`, quotes, control and non-ASCII characters) are percent-encoded as UTF-8, so that
+#: every tag is one token in every CDN's list syntax and distinct tags stay distinct.
+_HEADER_SAFE: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$&'()*+-./:;<=>?@[]^_`{|}~"
+)
+#: Fastly's Surrogate-Key separates keys by spaces; Cloudflare's Cache-Tag and Akamai's
+#: Edge-Cache-Tag by commas (the default for any other header name).
+_SPACE_SEPARATED: Final = frozenset({"surrogate-key"})
+
+
+def surrogate_key(tag: str) -> str:
+    """`tag` as it appears in a surrogate-key header: what a purge hook must send the CDN."""
+    if all(char in _HEADER_SAFE for char in tag):
+        return tag
+    return "".join(
+        char
+        if char in _HEADER_SAFE
+        else "".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass"))
+        for char in tag
+    )
+
+
+def surrogate_keys_line(header: str, tags: Sequence[str]) -> tuple[str, str]:
+    """The header line carrying `tags` to a CDN, with that CDN's separator."""
+    separator = " " if header.lower() in _SPACE_SEPARATED else ","
+    return header, separator.join(dict.fromkeys(map(surrogate_key, tags)))

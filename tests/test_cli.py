@@ -146,3 +146,27 @@ async def test_cli_on_a_cluster(cluster_url: str) -> None:
         assert (await run_cli("inspect", "product:0", **env)).returncode == 1
     finally:
         await store.close()
+
+
+async def test_soft_purge_marks_entries_stale(real_redis_url: str) -> None:
+    env = {"CACHEKIT_REDIS_URL": real_redis_url}
+    store = RedisStore.from_url(real_redis_url, NAMESPACE, 1.0)
+    try:
+        await store.set("product:7", entry(("products", "product:7"), grace=30.0))
+        await store.set("product:8", entry(("product:8",), grace=30.0))
+        by_tag = await run_cli("purge", "--soft", "--tag", "product:7", **env)
+        assert by_tag.stdout.strip() == "marked stale 1 entry (tag 'product:7')"
+        by_key = await run_cli("purge", "--soft", "--key", "product:8", "--json", **env)
+        assert json.loads(by_key.stdout)["soft"] is True
+        # A tag's entries keep their bytes (their tag version says "soft"); a key's entry
+        # is rewritten stale.
+        states = {"product:7": "soft-purged (served stale", "product:8": "stale (served"}
+        for key, state in states.items():
+            found, _ = await store.get(key)
+            assert found is not None and not found.is_fresh(time.time())
+            assert found.is_servable_stale(time.time())
+            shown = json.loads((await run_cli("inspect", "--json", key, **env)).stdout)
+            assert shown["state"].startswith(state)
+        assert (await run_cli("purge", "--soft", "--all", **env)).returncode == 2
+    finally:
+        await store.close()
