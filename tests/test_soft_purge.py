@@ -175,3 +175,44 @@ def test_soft_purged_ends_freshness_at_the_purge() -> None:
     assert soft_purged(CachedResponse(200, (), b"x", 1000.0, 60), 1010.0) is None
     kept_for_errors = CachedResponse(200, (), b"x", 1000.0, 60, stale_if_error=300)
     assert soft_purged(kept_for_errors, 1010.0) is not None
+
+
+async def test_a_soft_purge_reaches_another_process_near_cache(
+    aiohttp_client: Any, real_redis_url: str
+) -> None:
+    """Two app processes' caches on one Redis, each with a near cache: a soft purge made by
+    one is answered stale, then refreshed once, by the other."""
+    near = {"redis_url": real_redis_url, "redis_timeout": 2.0, "near_cache_max_bytes": 1 << 20}
+    calls_a: dict[str, int] = {}
+    calls_b: dict[str, int] = {}
+    app_a, app_b = catalogue(calls_a, 30, delay=0), catalogue(calls_b, 30, delay=0)
+    cache_a = setup_cache(app_a, settings(**near))
+    cache_b = setup_cache(app_b, settings(**near))
+    client_a, client_b = await aiohttp_client(app_a), await aiohttp_client(app_b)
+    host = {"Host": "shop.test"}  # one host, so both apps' requests share keys
+    assert isinstance(cache_b.store, RedisStore) and cache_b.store.near_cache is not None
+    near_b = cache_b.store.near_cache
+    await cache_b.store.get("warm-up")  # a lookup starts B's invalidation listener
+    for _ in range(250):
+        if near_b.live:
+            break
+        await asyncio.sleep(0.02)
+    assert near_b.live
+    assert (await client_a.get("/items/1", headers=host)).headers["X-Cache"] == "MISS"
+    for _ in range(5):  # into B's near cache
+        assert (await client_b.get("/items/1", headers=host)).headers["X-Cache"] == "HIT"
+    assert cache_b.stats()["near_hits"] >= 1, "B answers from its near cache"
+    await cache_a.invalidate_tags("t", soft=True)
+    await asyncio.sleep(0.2)  # B's invalidation message (sub-millisecond on loopback)
+    stale = await client_b.get("/items/1", headers=host)
+    assert (stale.headers["X-Cache"], await stale.text()) == ("STALE", "item 1 run 1")
+    seen = []
+    for _ in range(100):
+        fresh = await client_b.get("/items/1", headers=host)
+        seen.append((fresh.headers["X-Cache"], fresh.headers["Cache-Status"], await fresh.text()))
+        if fresh.headers["X-Cache"] == "HIT":
+            break
+        await asyncio.sleep(0.05)
+    assert seen[0][0] in ("STALE", "HIT"), seen
+    assert (fresh.headers["X-Cache"], await fresh.text()) == ("HIT", "item 1 run 1")
+    assert calls_b == {"1": 1} and calls_a == {"1": 1}, "B refreshed it once"
