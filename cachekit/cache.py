@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp.web import UrlDispatcher
 
 from cachekit import overrides, policy
 from cachekit.backends.base import UNKNOWN_GENERATION, Answer, Store, StoreError, WriteRefused
 from cachekit.backends.memory import MemoryStore
+from cachekit.counters import PUBLISHED_COUNTERS, CacheStats, Counter
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.flight import FillOutcome, Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
+from cachekit.handler_state import HandlerState, resolve_handler
 from cachekit.invalidation import handler_base_key
 from cachekit.purging import Purge, PurgeHook, PurgeNotifier
 from cachekit.settings import CacheSettings
@@ -32,61 +34,11 @@ __all__ = ["LOOKUP_FAILURES", "UNKNOWN_GENERATION", "Cache", "CacheStats", "Coun
 LOOKUP_FAILURES: Final = (CorruptEntry, StoreError, TimeoutError)
 #: Bound on explicit operations (invalidate, purge by tag, clear), which may touch many keys.
 ADMIN_TIMEOUT: Final = 30.0
-#: Counters published to a shared store for `python -m cachekit stats`.
-PUBLISHED_COUNTERS: Final = ("hits", "stale_hits", "misses", "stores", "bypasses", "errors")
 #: Fill locks remembered as stuck (their holder stopped answering), at most.
 STUCK_LOCKS_KEPT: Final = 1024
 #: Bounds on the request headers learned per handler from responses' Vary.
 LEARNED_VARY_MAX_NAMES: Final = 16
 VARY_NAME_MAX_CHARS: Final = 64
-Counter = Literal[
-    "hits",
-    "stale_hits",
-    "misses",
-    "stores",
-    "bypasses",
-    "errors",
-    "skipped",
-    "coalesced",
-    "lock_waits",
-    "lock_timeouts",
-    "refreshes",
-    "refresh_errors",
-    "stale_if_error",
-    "write_refusals",
-]
-
-
-@dataclass(slots=True)
-class CacheStats:
-    """Counters since startup, for this process."""
-
-    hits: int = 0
-    stale_hits: int = 0
-    misses: int = 0
-    stores: int = 0
-    bypasses: int = 0
-    errors: int = 0
-    skipped: int = 0
-    coalesced: int = 0
-    lock_waits: int = 0
-    lock_timeouts: int = 0
-    refreshes: int = 0
-    refresh_errors: int = 0
-    stale_if_error: int = 0
-    write_refusals: int = 0
-
-
-@dataclass(slots=True)
-class HandlerState:
-    """What one cache resolved for one handler, once: the settings that apply to it, and
-    the request headers its responses were seen to vary on (`vary`, declared ones first)."""
-
-    declared_vary: tuple[str, ...]
-    vary: tuple[str, ...]
-    emit_cache_control: bool
-    honor_request_cache_control: bool
-    configured: policy.Configured
 
 
 class Cache:
@@ -393,32 +345,8 @@ class Cache:
         """What this cache resolved for a handler: made once, then one dict lookup."""
         state = self._handlers.get(spec.name)
         if state is None:
-            state = self._handlers[spec.name] = self._resolve(spec)
+            state = self._handlers[spec.name] = resolve_handler(self.settings, spec)
         return state
-
-    def _resolve(self, spec: HandlerSpec) -> HandlerState:
-        settings = self.settings
-        emit, honor = spec.emit_cache_control, spec.honor_request_cache_control
-        configured = policy.Configured(
-            ttl_override=settings.ttl_override(spec.name),
-            ttl=spec.ttl,
-            default_ttl=settings.default_ttl,
-            stale_ttl_override=settings.stale_ttl_override(spec.name),
-            stale_ttl=spec.stale_ttl,
-            default_stale_ttl=settings.stale_ttl,
-            stale_if_error=spec.stale_if_error,
-            default_stale_if_error=settings.stale_if_error,
-            heuristic_max_ttl=settings.heuristic_max_ttl if settings.heuristic_freshness else None,
-        )
-        return HandlerState(
-            declared_vary=spec.vary,
-            vary=spec.vary,
-            emit_cache_control=emit if emit is not None else settings.emit_cache_control,
-            honor_request_cache_control=(
-                honor if honor is not None else settings.honor_request_cache_control
-            ),
-            configured=configured,
-        )
 
     def configured(self, spec: HandlerSpec) -> policy.Configured:
         """The lifetimes the settings and the decorator give a handler's responses."""

@@ -152,6 +152,23 @@ async def test_a_soft_purged_entry_is_a_miss_once_its_stale_window_has_passed(
 
 
 @pytest.mark.parametrize("cache_settings", ["memory", "fakeredis", "redis"], indirect=True)
+async def test_soft_purges_in_a_row_keep_serving_stale(
+    aiohttp_client: Any, cache_settings: dict[str, Any]
+) -> None:
+    """Two edits in a row on a hot tag (two soft purges before a refresh) still answer
+    stale with one refresh: no stampede."""
+    calls: dict[str, int] = {}
+    client, cache = await start(aiohttp_client, cache_settings, catalogue(calls, 30))
+    await client.get("/items/1")
+    await cache.invalidate_tags("t", soft=True)
+    await cache.invalidate_tags("t", soft=True)
+    burst = await asyncio.gather(*(client.get("/items/1") for _ in range(20)))
+    assert {r.headers["X-Cache"] for r in burst} == {"STALE"}
+    assert (await settled(client, "/items/1", "item 1 run 2")).status == 200
+    assert calls["1"] == 2
+
+
+@pytest.mark.parametrize("cache_settings", ["memory", "fakeredis", "redis"], indirect=True)
 async def test_a_second_purge_voids_what_a_soft_one_left(
     aiohttp_client: Any, cache_settings: dict[str, Any]
 ) -> None:

@@ -18,7 +18,6 @@ from cachekit.backends.tag_versions import (
     parse_ticket,
     recorded_current,
     recorded_since,
-    recorded_token,
     same_generation,
     ticket_text,
     version_state,
@@ -122,35 +121,32 @@ def test_kept_versions_are_bounded() -> None:
     assert kept._memo.used_bytes <= 64 << 10
 
 
-# A soft purge at 1,700,000,000.5 s replaced token "a" by "b" (tag_versions.py docstring).
-SOFT = "b~1700000000500~a"
+# Soft purges keep the hard part "a": the latest at 1,700,000,000.5 s (tag_versions.py).
+SOFT = "a~1700000000500~s2"
 
 
 @pytest.mark.parametrize(
     ("recorded", "current", "state"),
     [
         ("a", "a", CURRENT),
-        ("b", SOFT, CURRENT),  # filled after the soft purge
+        (SOFT, SOFT, CURRENT),  # filled after the soft purge
         ("a", SOFT, 1_700_000_000.5),  # soft-purged: stale from the purge on
-        ("z", SOFT, VOID),  # purged before (softly or not): a miss
+        ("a~1600000000000~s1", SOFT, 1_700_000_000.5),  # two soft purges: still stale
+        ("z", SOFT, VOID),  # another hard part: hard-purged before
         ("a", "b", VOID),  # a hard purge
+        (SOFT, "b", VOID),
         ("a", None, VOID),  # evicted
-        ("a", "b~x~a", VOID),  # damaged time
-        ("a", "b~~a", VOID),
+        ("a", "a~x~s", VOID),  # damaged time
+        ("a", "a~~s", VOID),
     ],
 )
 def test_version_state(recorded: str, current: str | None, state: float) -> None:
     assert version_state(recorded, current) == state
 
 
-def test_fills_record_the_token_of_a_soft_version() -> None:
-    assert recorded_token(SOFT) == "b"
-    assert recorded_token("a") == "a"
-
-
 def test_an_entry_is_as_stale_as_its_earliest_soft_purged_tag() -> None:
     tagged = entry(("t", "u", "v"), ("a", "c", "e"), 1 << PURGE_BITS)
-    current = {"t": SOFT, "u": "d~1700000000000~c", "v": "e"}
+    current = {"t": SOFT, "u": "c~1700000000000~s", "v": "e"}
     assert recorded_since(tagged, current) == 1_700_000_000.0
     assert recorded_since(tagged, {**current, "v": "f"}) == VOID
     kept = TagVersions()

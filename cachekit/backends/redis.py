@@ -51,18 +51,17 @@ from cachekit.backends.batched_lookups import LookupBatcher
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.near import NearCache
 from cachekit.backends.single_server import SingleServer, client_for_url
+from cachekit.backends.soft_purge import cardinalities, soften
 from cachekit.backends.tag_versions import (
     PURGE_BITS,
     fresh_ticket,
     new_generation,
     new_purge,
     parse_ticket,
-    recorded_token,
     ticket_text,
 )
 from cachekit.backends.topology import REDIS_ERRORS, Fill, Topology
-from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
-from cachekit.purging import soft_purged
+from cachekit.entry import CachedResponse, encode
 
 log = logging.getLogger("cachekit.redis")
 
@@ -233,7 +232,7 @@ class RedisStore:
                 )
                 if found is None:
                     return False
-                versions = tuple(map(recorded_token, found))
+                versions = tuple(found)
             fill = Fill(
                 key=key,
                 data=encode(entry, versions),
@@ -296,7 +295,17 @@ class RedisStore:
             keys.append(base)
             keys.extend(base + member.decode() for member in variants)
         if soft:
-            return await self._soften(keys, time.time())
+            try:
+                return await soften(
+                    self._redis,
+                    self.topology.run,
+                    [layout.entry_key(key) for key in keys],
+                    time.time(),
+                    delete_if=self._compare_and_delete,
+                    replace_if=self._compare_and_set,
+                )
+            finally:
+                self._forget(keys)
         removed = await self.delete(keys)
         await self.topology.unlink([layout.variants_key(base) for base in bases])
         return removed
@@ -312,7 +321,7 @@ class RedisStore:
         await self._mark_purged(names, soft)
         run, layout = self.topology.run, self.layout
         if soft:
-            cards = await run(_cardinalities(self._redis, map(layout.tag_key, names)))
+            cards = await run(cardinalities(self._redis, map(layout.tag_key, names)))
             return sum(int(card) for card in cards)
         removed = 0
         for tag in names:
@@ -337,35 +346,6 @@ class RedisStore:
         finally:
             if self._near is not None:
                 self._near.flush()  # the ticket changed: this process reads its own purge
-
-    async def _soften(self, keys: Sequence[str], at: float) -> int:
-        """Soft-purge these entries (`purging.soft_purged`): rewritten, or deleted when they
-        have no stale window; returns how many existed."""
-        entry_keys = [self.layout.entry_key(key) for key in keys]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for entry_key in entry_keys:
-                pipe.get(entry_key)
-            raws = await self.topology.run(pipe.execute())
-        found = 0
-        try:
-            for entry_key, raw in zip(entry_keys, raws, strict=True):
-                if raw is None:
-                    continue
-                found += 1
-                try:
-                    entry = decode(raw)
-                except CorruptEntry:
-                    await self._compare_and_delete(keys=[entry_key], args=[raw])
-                    continue
-                view = soft_purged(entry, at)
-                if view is None:
-                    await self._compare_and_delete(keys=[entry_key], args=[raw])
-                elif view is not entry:
-                    new = encode(view, entry.tag_versions)
-                    await self._compare_and_set(keys=[entry_key], args=[raw, new])
-        finally:
-            self._forget(keys)
-        return found
 
     async def clear(self) -> None:
         """See `Store.clear`: a new random generation (O(1)); old entries expire on their
@@ -414,11 +394,3 @@ def _policies(reply: Any) -> list[str]:
     if isinstance(reply, dict):
         return [policy for node in reply.values() for policy in _policies(node)]
     return []
-
-
-async def _cardinalities(client: Any, keys: Iterable[str]) -> list[int]:
-    """ZCARD of each key, in one pipeline."""
-    async with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.zcard(key)
-        return list(await pipe.execute())

@@ -181,15 +181,15 @@ return 1
 
 # A purge of tags: a new version for each tag that has one (a missing version already
 # voids every entry that recorded one). KEYS: version keys. ARGV[1]: empty for a hard purge,
-# else the soft purge's time in ms; ARGV[2], ...: one new token each. A soft purge writes
-# `NEW~MS~OLD`, OLD the token it replaces (see tag_versions.py).
+# else the soft purge's time in ms; ARGV[2], ...: one new token each. A soft purge keeps the
+# hard part H and writes `H~MS~TOKEN` (see tag_versions.py).
 REPLACE_VERSIONS: Final = """
 for i = 1, #KEYS do
     local old = redis.call('GET', KEYS[i])
     if old then
         local value = ARGV[i + 1]
         if ARGV[1] ~= '' then
-            value = value .. '~' .. ARGV[1] .. '~' .. string.match(old, '^[^~]*')
+            value = string.match(old, '^[^~]*') .. '~' .. ARGV[1] .. '~' .. value
         end
         redis.call('SET', KEYS[i], value, 'KEEPTTL')
     end

@@ -15,10 +15,11 @@ reads the ticket with its entries, which lets a process keep the versions it fet
 the ticket its lookup returned is still current once its tag versions are read: a fill that
 raced a purge is never stored, and the first fill after a purge is. No clocks are involved.
 
-Soft purges. A soft purge of TAG writes `NEW~MS~OLD`: the new token, the purge's wall-clock
-time in ms, and the token it replaced. Entries record a token only (the part before the
-first `~`); one that recorded OLD is served as stale from MS on (`purging.soft_purged`), one
-that recorded an older token is a miss, as after a hard purge.
+Soft purges. A version is `H` (after a hard purge or when created) or `H~MS~S`: a soft purge
+keeps the hard part H and writes its wall-clock time MS (in ms) and a new random S. An entry
+records the whole version; one that recorded another version with the same H is served as
+stale from MS on (`purging.soft_purged`), so entries stay stale-servable across several soft
+purges in a row; a hard purge replaces H, and every entry of the tag is a miss.
 """
 
 from __future__ import annotations
@@ -88,22 +89,17 @@ VOID: Final = -math.inf
 
 
 def version_state(recorded: str, current: str | None) -> float:
-    """`CURRENT` when `recorded` is the token of the `current` version value, the time
-    (seconds) of the soft purge that replaced it, or `VOID` (replaced, missing, damaged)."""
+    """`CURRENT` when `recorded` is the `current` version, the time (seconds) of the latest
+    soft purge when only soft purges replaced it, or `VOID` (a hard purge, missing, damaged)."""
+    if current == recorded:
+        return CURRENT
     if current is None:
         return VOID
-    token, _, soft = current.partition("~")
-    if token == recorded:
-        return CURRENT
-    at, _, replaced = soft.partition("~")
-    if replaced != recorded or not at.isdigit():
+    hard, _, soft = current.partition("~")
+    at = soft.partition("~")[0]
+    if not at.isdigit() or recorded.partition("~")[0] != hard:
         return VOID
     return int(at) / 1000
-
-
-def recorded_token(version: str) -> str:
-    """What a fill records of a version value: its token (see the module docstring)."""
-    return version.partition("~")[0]
 
 
 def recorded_since(entry: CachedResponse, current: Mapping[str, str | None]) -> float:
