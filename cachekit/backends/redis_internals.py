@@ -235,7 +235,7 @@ def _check_listener() -> None:
     _expect(connection.protocol in (2, "2"), "the RESP version is not taken from kwargs")
     address = (getattr(connection, "host", None), getattr(connection, "port", None))
     _expect(address == ("self-check.invalid", 6379), "no host and port")
-    sentinels = Sentinel([("self-check.invalid", 1)])  # type: ignore[no-untyped-call]
+    sentinels = Sentinel([("self-check.invalid", 1)])  # type: ignore[no-untyped-call,unused-ignore]
     sentinel_pool = SentinelConnectionPool("check", sentinels)  # type: ignore[no-untyped-call]
     _expect(hasattr(sentinel_pool, "master_address"), "no master_address on Sentinel pools")
 

@@ -61,7 +61,7 @@ class SentinelStore(RedisStore):
         `sentinel_password` for the Sentinels themselves, when they require them."""
         address = parse_sentinel_url(url)
         credentials = {"username": sentinel_username, "password": sentinel_password}
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # redis-py leaves it untyped
             list(address.sentinels),
             sentinel_kwargs={**connection_options(timeout), "ssl": address.tls, **credentials},
             username=address.username,

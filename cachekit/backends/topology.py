@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisClusterException, RedisError
-from redis.retry import Retry
 
 from cachekit.backends.base import StoreError, WriteRefused
 from cachekit.backends.batched_lookups import LookupBatch, RawValues, SentBatch
