@@ -36,9 +36,6 @@ LOOKUP_FAILURES: Final = (CorruptEntry, StoreError, TimeoutError)
 ADMIN_TIMEOUT: Final = 30.0
 #: Fill locks remembered as stuck (their holder stopped answering), at most.
 STUCK_LOCKS_KEPT: Final = 1024
-#: Bounds on the request headers learned per handler from responses' Vary.
-LEARNED_VARY_MAX_NAMES: Final = 16
-VARY_NAME_MAX_CHARS: Final = 64
 
 
 class Cache:
@@ -358,26 +355,8 @@ class Cache:
         return self.handler(spec).emit_cache_control
 
     def vary_names(self, spec: HandlerSpec) -> tuple[str, ...]:
-        """The request headers a handler's keys vary on: declared, then learned ones."""
+        """The request headers a handler declared its keys vary on (see `varied_names`)."""
         return self.handler(spec).vary
-
-    def learn_vary(self, spec: HandlerSpec, names: Iterable[str]) -> tuple[str, ...] | None:
-        """Remember that a handler's responses vary on `names` (Django's learn step).
-
-        Learned names follow the declared ones in sorted order, so every process that
-        learns the same set builds the same keys. None (nothing learned: do not store)
-        when that would pass `LEARNED_VARY_MAX_NAMES` names or `VARY_NAME_MAX_CHARS`
-        characters a name: what a process remembers per handler stays bounded.
-        """
-        state = self.handler(spec)
-        declared, current = state.declared_vary, state.vary
-        learned = set(current[len(declared) :]) | (set(names) - set(declared))
-        if len(learned) > LEARNED_VARY_MAX_NAMES or any(
-            len(name) > VARY_NAME_MAX_CHARS for name in learned
-        ):
-            return None
-        state.vary = declared + tuple(sorted(learned))
-        return state.vary
 
     def tag_names(self, tags: Iterable[str]) -> tuple[str, ...]:
         """Validated tag names: non-empty strings without NUL bytes."""

@@ -16,6 +16,7 @@ from cachekit.entry import CachedResponse
 from cachekit.flight import FillOutcome
 from cachekit.guard import RateLimitedLog
 from cachekit.handler_spec import HandlerSpec
+from cachekit.handler_state import varied_names
 from cachekit.storing import Job, store_response
 
 _refresh_log = RateLimitedLog()
@@ -24,36 +25,40 @@ STALE_IF_ERROR: Final = "hit; fwd=stale; detail=stale-if-error"
 COLLAPSED: Final = "fwd=miss; collapsed"
 
 
-async def look_up(
-    cache: Cache, spec: HandlerSpec, request: web.Request, base: str, key: str
-) -> tuple[str, Answer]:
-    """The answer for `key`; a Vary stub there teaches this process the handler's Vary and
-    moves the lookup to the variant this request needs (at most once). Returns the key
-    finally looked up with its answer."""
-    answer = await cache.lookup(key)
+async def look_up(job: Job) -> Answer:
+    """The answer for `job.key`; a Vary stub there moves `job.key` (and `job.vary`) to the
+    variant this request needs (once)."""
+    answer = await job.cache.lookup(job.key)
     stub = answer[0]
     if stub is None or not stub.vary_stub:
-        return key, answer
-    return await follow_vary_stub(cache, spec, request, base=base, key=key, answer=answer)
+        return answer
+    job.key, job.vary, answer = await follow_vary_stub(
+        job.cache, job.spec, job.request, base=job.base, key=job.key, answer=answer
+    )
+    return answer
 
 
 async def follow_vary_stub(
     cache: Cache, spec: HandlerSpec, request: web.Request, *, base: str, key: str, answer: Answer
-) -> tuple[str, Answer]:
-    """`look_up`'s second half, for an `answer` at `key` that is a Vary stub."""
+) -> tuple[str, tuple[str, ...], Answer]:
+    """For an `answer` at `key` that is a Vary stub: the key of the variant this request
+    needs, the names it varies on, and the variant's answer. Names past the bounds of
+    `varied_names` are neither served nor stored (`UNKNOWN_GENERATION`)."""
     stub = answer[0]
     assert stub is not None
-    names = directives.vary_names(directives.header_values(stub.headers, "Vary"))
-    learned = cache.learn_vary(spec, names)
-    if learned is None:  # more than this process will remember: not served, not stored
-        return key, (None, UNKNOWN_GENERATION)
-    variant = keys.request_key(base, request, learned, cache.settings.max_key_length)
+    declared = cache.vary_names(spec)
+    names = varied_names(
+        declared, directives.vary_names(directives.header_values(stub.headers, "Vary"))
+    )
+    if names is None:
+        return key, declared, (None, UNKNOWN_GENERATION)
+    variant = keys.request_key(base, request, names, cache.settings.max_key_length)
     if variant == key:
-        return key, (None, answer[1])
+        return key, names, (None, answer[1])
     answer = await cache.lookup(variant)
     if answer[0] is not None and answer[0].vary_stub:
-        return variant, (None, answer[1])
-    return variant, answer
+        return variant, names, (None, answer[1])
+    return variant, names, answer
 
 
 class FillLock:
@@ -135,7 +140,7 @@ async def refresh(job: Job) -> None:
 async def _fresh_entry(job: Job) -> CachedResponse | None:
     """The entry of `job.key` if it is fresh now (moving `job.key` to a learned variant)."""
     cache = job.cache
-    job.key, (entry, ticket) = await look_up(cache, job.spec, job.request, job.base, job.key)
+    entry, ticket = await look_up(job)
     if ticket != UNKNOWN_GENERATION:
         job.generation = ticket  # the latest ticket read before the handler runs
     return entry if entry is not None and entry.is_fresh(cache.clock()) else None
@@ -155,9 +160,7 @@ async def _wait_for_holder(job: Job, lock: FillLock) -> CachedResponse | None:
     while (remaining := deadline - loop.time()) > 0:
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.1)
-        job.key, (entry, generation) = await look_up(
-            cache, job.spec, job.request, job.base, job.key
-        )
+        entry, generation = await look_up(job)
         if generation == UNKNOWN_GENERATION:
             break
         job.generation = generation  # the latest ticket read before the handler runs
@@ -174,8 +177,7 @@ async def _wait_for_holder(job: Job, lock: FillLock) -> CachedResponse | None:
 
 
 def _collapsed(job: Job, entry: CachedResponse) -> FillOutcome:
-    vary = job.cache.vary_names(job.spec)
-    return FillOutcome(None, None, entry, COLLAPSED, "MISS", job.key, vary)
+    return FillOutcome(None, None, entry, COLLAPSED, "MISS", job.key, job.vary)
 
 
 def _lockable(job: Job) -> bool:
@@ -208,5 +210,4 @@ async def _run_and_store(job: Job, fallback: CachedResponse | None) -> FillOutco
 
 def _stale_instead(job: Job, fallback: CachedResponse) -> FillOutcome:
     job.cache.count("stale_if_error")
-    vary = job.cache.vary_names(job.spec)
-    return FillOutcome(None, None, fallback, STALE_IF_ERROR, "STALE", job.key, vary)
+    return FillOutcome(None, None, fallback, STALE_IF_ERROR, "STALE", job.key, job.vary)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cachekit import policy
 from cachekit.settings import CacheSettings
@@ -11,13 +12,17 @@ from cachekit.settings import CacheSettings
 if TYPE_CHECKING:
     from cachekit.handler_spec import HandlerSpec
 
+#: Bounds on the request headers one URL's responses may vary on beyond the declared ones.
+LEARNED_VARY_MAX_NAMES: Final = 16
+VARY_NAME_MAX_CHARS: Final = 64
+
 
 @dataclass(slots=True)
 class HandlerState:
     """What one cache resolved for one handler, once: the settings that apply to it, and
-    the request headers its responses were seen to vary on (`vary`, declared ones first)."""
+    the request headers it declared its responses vary on (`vary`; a URL whose responses
+    name more leaves a Vary stub at its key: `varied_names`)."""
 
-    declared_vary: tuple[str, ...]
     vary: tuple[str, ...]
     emit_cache_control: bool
     honor_request_cache_control: bool
@@ -39,7 +44,6 @@ def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:
         heuristic_max_ttl=settings.heuristic_max_ttl if settings.heuristic_freshness else None,
     )
     return HandlerState(
-        declared_vary=spec.vary,
         vary=spec.vary,
         emit_cache_control=emit if emit is not None else settings.emit_cache_control,
         honor_request_cache_control=(
@@ -47,3 +51,21 @@ def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:
         ),
         configured=configured,
     )
+
+
+def varied_names(declared: tuple[str, ...], names: Iterable[str]) -> tuple[str, ...] | None:
+    """The names a response's keys vary on: the declared ones, then the others its `Vary`
+    names, sorted (so every process builds the same key). None (do not store, do not
+    serve) past `LEARNED_VARY_MAX_NAMES` names or `VARY_NAME_MAX_CHARS` characters a name.
+
+    Per URL, never per handler: a Vary one URL answers with changes nothing for the
+    handler's other URLs (RFC 9111 §4.1 is about one stored response and its request).
+    """
+    extra = set(names) - set(declared)
+    if not extra:
+        return declared
+    if len(extra) > LEARNED_VARY_MAX_NAMES or any(
+        len(name) > VARY_NAME_MAX_CHARS for name in extra
+    ):
+        return None
+    return declared + tuple(sorted(extra))

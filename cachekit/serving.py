@@ -59,7 +59,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             if state.honor_request_cache_control
             else policy.NO_DIRECTIVES
         )
-        key = keys.request_key(base, request, state.vary, cache.settings.max_key_length)
+        key = keys.request_key(base, request, vary := state.vary, cache.settings.max_key_length)
         rerouted = False
         while True:
             # 3. A fill of this key is running in this process: share its answer.
@@ -74,8 +74,8 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                     base=base,
                     rerouted=rerouted,
                 )
-                if isinstance(joined, str):  # the fill learned this request's own variant
-                    key, rerouted = joined, True
+                if isinstance(joined, tuple):  # the fill found this URL varies: our variant
+                    (key, vary), rerouted = joined, True
                     continue
                 return joined
             # 4. Peek (no I/O), else look up (following a Vary stub).
@@ -85,7 +85,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                 answer = await cache.fetch(key)
                 now = cache.clock()
             if answer[0] is not None and answer[0].vary_stub:
-                key, answer = await follow_vary_stub(
+                key, vary, answer = await follow_vary_stub(
                     cache, spec, request, base=base, key=key, answer=answer
                 )
                 now = cache.clock()
@@ -98,7 +98,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                 return answer_from(
                     request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
                 )
-            job = Job(cache, spec, request, call, base, key, directives, generation)
+            job = Job(cache, spec, request, call, base, key, directives, generation, vary)
             if verdict is _STALE:
                 cache.count("stale_hits")
                 cache.start_refresh(key, refresh(job))
@@ -163,10 +163,10 @@ async def _join(
     call: Call,
     base: str,
     rerouted: bool,
-) -> web.StreamResponse | str:
-    """The answer of a fill this request joined; or the key to retry with, when the fill
-    learned that responses vary on headers this request sends differently (its peers
-    then still share one fill)."""
+) -> web.StreamResponse | tuple[str, tuple[str, ...]]:
+    """The answer of a fill this request joined; or the key (and Vary names) to retry with,
+    when the fill found that this URL's responses vary on headers this request sends
+    differently (its peers then still share one fill)."""
     cache.count("coalesced")
     outcome = await asyncio.shield(running)
     shared = outcome.shared
@@ -181,7 +181,7 @@ async def _join(
                 request, shared, cache.clock(), status, x_cache, emit_cache_control=emit
             )
         if not rerouted:
-            return own_key
+            return own_key, outcome.vary
     if outcome.error is not None and not isinstance(outcome.error, web.HTTPException):
         raise outcome.error
     # Not shareable (a cookie, a private or streamed response): this request runs its own.

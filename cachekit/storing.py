@@ -13,6 +13,7 @@ from cachekit import keys, policy
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from cachekit.handler_spec import HandlerSpec
+from cachekit.handler_state import varied_names
 from cachekit.responses import (
     ETAG_HEADER,
     SURROGATE_LINE,
@@ -45,6 +46,8 @@ class Job:
     directives: policy.RequestDirectives
     #: The ticket of the lookup made before the handler ran (see `Cache.save`).
     generation: int
+    #: The request headers `key` varies on (the declared ones, or a Vary stub's).
+    vary: tuple[str, ...] = ()
 
     def key_for(self, vary: tuple[str, ...]) -> str:
         """This request's key when its handler varies on `vary`."""
@@ -71,7 +74,7 @@ class Stored:
 async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     """Store the handler's response if the policy allows it."""
     cache, spec, request = job.cache, job.spec, job.request
-    vary = cache.vary_names(spec)
+    vary = job.vary
     body = storable_body(response)
     if body is None:
         return Stored("fwd=miss; detail=streaming", None, job.key, vary)
@@ -86,11 +89,11 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     )
     key = job.key
     if decision.allowed:
-        learned = await _learn_vary(job, facts)
-        if learned is None:
+        varied = _varied_key(job, facts)
+        if varied is None:
             decision = policy.Decision(False, "vary-limit")
         else:
-            vary, key = learned
+            vary, key = varied
     try:
         tags = cache.tag_names(
             [
@@ -131,6 +134,8 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     elif entry.ttl <= 0:
         reason = "ttl-zero"
     elif await cache.save(key, entry):
+        if vary != cache.vary_names(spec):
+            await _leave_stub(job, vary, entry)
         if ETAG_HEADER not in response.headers:
             response.headers[ETAG_HEADER] = entry.etag
         if job.emit_cache_control:
@@ -142,26 +147,26 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     return Stored(f"fwd=miss; detail={reason}", shared, key, vary)
 
 
-async def _learn_vary(job: Job, facts: policy.ResponseFacts) -> tuple[tuple[str, ...], str] | None:
-    """Key the entry on every header its response varies on; leave a stub where other
-    processes (which have not learned yet) will look. None: too many names to learn."""
-    cache, spec = job.cache, job.spec
-    known = cache.vary_names(spec)
-    if set(facts.vary) <= set(known):
-        return known, job.key
-    learned = cache.learn_vary(spec, facts.vary)
-    if learned is None:
+def _varied_key(job: Job, facts: policy.ResponseFacts) -> tuple[tuple[str, ...], str] | None:
+    """Where this response goes: keyed on every header it varies on (`varied_names`), or
+    None when those are too many to store."""
+    names = varied_names(job.cache.vary_names(job.spec), facts.vary)
+    if names is None:
         return None
-    key = job.key_for(learned)
-    if cache.store.remote and key != job.key:
-        stub = CachedResponse(
-            status=200,
-            headers=(("Vary", ", ".join(learned)),),
-            body=b"",
-            stored_at=cache.clock(),
-            ttl=cache.settings.lock_ttl + cache.settings.default_ttl,
-            generation=job.generation,
-            vary_stub=True,
-        )
-        await cache.save(job.key, stub)
-    return learned, key
+    return names, (job.key if names == job.vary else job.key_for(names))
+
+
+async def _leave_stub(job: Job, names: tuple[str, ...], entry: CachedResponse) -> None:
+    """A Vary stub at this URL's declared key naming `names`, as long-lived as `entry`: how
+    every process finds the variants of this URL (and only of this URL)."""
+    declared_key = job.key_for(job.cache.vary_names(job.spec))
+    stub = CachedResponse(
+        status=200,
+        headers=(("Vary", ", ".join(names)),),
+        body=b"",
+        stored_at=entry.stored_at,
+        ttl=entry.keep_for(),
+        generation=job.generation,
+        vary_stub=True,
+    )
+    await job.cache.save(declared_key, stub)

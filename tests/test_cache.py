@@ -19,7 +19,7 @@ from cachekit.backends.base import StoreError, WriteRefused
 from cachekit.backends.redis import RedisStore
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
-from cachekit.handler_spec import HandlerSpec
+from cachekit.handler_state import varied_names
 from tests.apps import NAMESPACE, make_app, settings
 from tests.redis_servers import free_port
 from tests.test_store_protocol import DictStore
@@ -124,23 +124,29 @@ async def test_the_fill_registry_is_behind_methods() -> None:
     await cache.close()
 
 
-def test_learned_vary_is_bounded_per_handler() -> None:
-    cache = Cache(settings())
+SIXTEEN = [f"x-h{n}" for n in range(16)]
 
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response()
 
-    def spec(name: str, key: str | None) -> HandlerSpec:
-        return HandlerSpec.build(
-            handler, ttl=None, key=key, name=name, tags=(), vary=(), statuses=None, unless=None
-        )
-
-    h, other = spec("h", None), spec("other", "k")
-    few = [f"x-h{n}" for n in range(16)]
-    assert cache.learn_vary(h, few) == ("host", *sorted(few))
-    assert cache.learn_vary(h, ["x-one-more"]) is None  # 17 learned names
-    assert cache.learn_vary(other, ["x-" + "a" * 64]) is None  # a name too long
-    assert cache.vary_names(h) == ("host", *sorted(few))
+@pytest.mark.parametrize(
+    ("declared", "named", "expected"),
+    [
+        (("host",), [], ("host",)),
+        (("host",), ["host"], ("host",)),
+        (("host",), ["x-b", "x-a"], ("host", "x-a", "x-b")),  # sorted: one key everywhere
+        (("x-z",), ["x-a", "x-z"], ("x-z", "x-a")),  # declared ones first
+        (
+            ("host",),
+            [f"x-h{n}" for n in range(16)],
+            ("host", *sorted(f"x-h{n}" for n in range(16))),
+        ),
+        (("host",), [f"x-h{n}" for n in range(17)], None),  # past 16 names
+        ((), ["x-" + "a" * 64], None),  # a name too long
+    ],
+)
+def test_varied_names_are_bounded(
+    declared: tuple[str, ...], named: list[str], expected: tuple[str, ...] | None
+) -> None:
+    assert varied_names(declared, named) == expected
 
 
 async def test_a_response_varying_on_too_many_headers_is_not_stored(aiohttp_client: Any) -> None:
