@@ -7,6 +7,7 @@ from cachekit.cache import Cache, CacheStats
 from cachekit.decorator import cached
 from cachekit.entry import CachedResponse
 from cachekit.purging import Purge
+from cachekit.revalidation import not_modified
 from cachekit.settings import CacheSettings, SettingsError, load_settings
 from cachekit.tagging import tag
 
@@ -24,6 +25,7 @@ __all__ = [
     "cached",
     "get_cache",
     "load_settings",
+    "not_modified",
     "setup_cache",
     "tag",
 ]

@@ -20,6 +20,7 @@ Counter = Literal[
     "lock_timeouts",
     "refreshes",
     "refresh_errors",
+    "revalidations",
     "stale_if_error",
     "write_refusals",
 ]
@@ -41,5 +42,7 @@ class CacheStats:
     lock_timeouts: int = 0
     refreshes: int = 0
     refresh_errors: int = 0
+    #: Fills and refreshes that asked the handler with a stale entry's validators.
+    revalidations: int = 0
     stale_if_error: int = 0
     write_refusals: int = 0

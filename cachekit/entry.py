@@ -27,7 +27,16 @@ FLAG_COMPRESS: Final = 0x01
 FLAG_VARY_STUB: Final = 0x02
 # The tag block holds each tag's recorded version after the names.
 FLAG_TAG_VERSIONS: Final = 0x04
-_KNOWN_FLAGS: Final = FLAG_COMPRESS | FLAG_VARY_STUB | FLAG_TAG_VERSIONS
+# The entry's ETag is the handler's own (else cachekit's body hash): only the handler's
+# validators are sent to it on revalidation. Entries without the flag are never asked with
+# their ETag, which is safe for entries written before the flag existed.
+FLAG_HANDLER_ETAG: Final = 0x08
+# Stored from a `no-cache` response: never fresh, kept only to be revalidated with the
+# handler before every reuse (RFC 9111 §5.2.2.4).
+FLAG_NO_CACHE: Final = 0x10
+_KNOWN_FLAGS: Final = (
+    FLAG_COMPRESS | FLAG_VARY_STUB | FLAG_TAG_VERSIONS | FLAG_HANDLER_ETAG | FLAG_NO_CACHE
+)
 # magic, version, flags, status, stored_at, ttl, grace, stale_if_error, generation,
 # and the byte lengths of the etag, header block, tag block and body that follow.
 _HEAD: Final = struct.Struct("<2sBBHddddQHIII")
@@ -120,16 +129,22 @@ class CachedResponse:
     #: The version of each of `tags` when the store wrote the entry (empty where the store
     #: checks purges otherwise, as the embedded store does): see backends/tag_versions.py.
     tag_versions: tuple[str, ...] = ()
+    #: The ETag is the handler's (see FLAG_HANDLER_ETAG); else cachekit's body hash.
+    handler_etag: bool = False
+    #: Never fresh: revalidated with the handler before every reuse (see FLAG_NO_CACHE).
+    no_cache: bool = False
     # Deadlines derived once, since every hit compares against them.
     fresh_until: float = field(init=False, compare=False, repr=False)
     stale_until: float = field(init=False, compare=False, repr=False)
     drop_at: float = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        fresh_until = self.stored_at + self.ttl
+        kept_until = self.stored_at + self.ttl
+        # A no-cache entry is kept for its lifetime but is never fresh, nor servable stale.
+        fresh_until = self.stored_at if self.no_cache else kept_until
         self.fresh_until = fresh_until
         self.stale_until = fresh_until + self.grace
-        self.drop_at = fresh_until + max(self.grace, self.stale_if_error)
+        self.drop_at = kept_until + max(self.grace, self.stale_if_error)
 
     def age(self, now: float) -> int:
         """Whole seconds since the response was stored (the `Age` header)."""
@@ -140,7 +155,7 @@ class CachedResponse:
         return self.stored_at + self.ttl - now
 
     def is_fresh(self, now: float) -> bool:
-        """Still within its TTL."""
+        """Still within its TTL (never, for a no-cache entry)."""
         return now < self.fresh_until
 
     def is_servable_stale(self, now: float) -> bool:
@@ -149,7 +164,7 @@ class CachedResponse:
 
     def can_replace_error(self, now: float) -> bool:
         """Inside the stale-if-error window."""
-        return now < self.stored_at + self.ttl + self.stale_if_error
+        return now < self.fresh_until + self.stale_if_error
 
     def keep_for(self) -> float:
         """How long the store must keep the entry (fresh + the longest stale window)."""
@@ -194,7 +209,9 @@ def _pack_head(
         VERSION,
         (FLAG_COMPRESS if entry.compress else 0)
         | (FLAG_VARY_STUB if entry.vary_stub else 0)
-        | (FLAG_TAG_VERSIONS if versioned else 0),
+        | (FLAG_TAG_VERSIONS if versioned else 0)
+        | (FLAG_HANDLER_ETAG if entry.handler_etag else 0)
+        | (FLAG_NO_CACHE if entry.no_cache else 0),
         entry.status,
         entry.stored_at,
         entry.ttl,
@@ -237,6 +254,8 @@ def decode(data: bytes) -> CachedResponse:
                 entry.stale_until,
                 entry.drop_at,
                 entry.tag_versions,
+                entry.handler_etag,
+                entry.no_cache,
             ) = known
             entry.body = data[body_at:]
             entry.size = len(data)
@@ -276,6 +295,8 @@ HEAD_FIELDS: Final = (
     "stale_until",
     "drop_at",
     "tag_versions",
+    "handler_etag",
+    "no_cache",
 )
 _Lines = tuple[tuple[str, str], ...]
 _Head = tuple[
@@ -294,6 +315,8 @@ _Head = tuple[
     float,
     float,
     tuple[str, ...],
+    bool,
+    bool,
 ]
 _HEADS: Final[BoundedMemo[bytes, _Head]] = BoundedMemo("entry heads", HEADS_MAX_BYTES)
 _head_of: Final = attrgetter(*HEAD_FIELDS)
@@ -386,4 +409,6 @@ def _decode(data: bytes) -> CachedResponse:
         bool(flags & FLAG_VARY_STUB),
         len(data),
         tuple(versions),
+        bool(flags & FLAG_HANDLER_ETAG),
+        bool(flags & FLAG_NO_CACHE),
     )

@@ -17,7 +17,8 @@ from cachekit.flight import FillOutcome
 from cachekit.guard import RateLimitedLog
 from cachekit.handler_spec import HandlerSpec
 from cachekit.handler_state import varied_names
-from cachekit.storing import Job, store_response
+from cachekit.revalidation import conditional_request, validators
+from cachekit.storing import Job, store_response, store_revalidated
 
 _refresh_log = RateLimitedLog()
 
@@ -123,10 +124,10 @@ async def refresh(job: Job) -> None:
         if lock.held and await _fresh_entry(job) is not None:
             return
         cache.count("refreshes")
-        try:
-            response: web.StreamResponse = await job.call()
-        except web.HTTPException as exc:
-            response = exc
+        response, _, asked = await _ask_handler(job)
+        if asked is not None and response.status == 304:
+            await store_revalidated(job, asked, response)
+            return
         if response.status >= 500:
             raise RuntimeError(f"refresh answered {response.status}")
         await store_response(job, response)
@@ -184,16 +185,37 @@ def _lockable(job: Job) -> bool:
     return job.cache.store.remote and job.generation != UNKNOWN_GENERATION
 
 
-async def _run_and_store(job: Job, fallback: CachedResponse | None) -> FillOutcome:
-    error: BaseException | None = None
+async def _ask_handler(
+    job: Job,
+) -> tuple[web.StreamResponse, web.HTTPException | None, CachedResponse | None]:
+    """Call the handler: with the stale entry's validators when it has some (`revalidation`),
+    else as the client asked. Returns its response (a raised HTTPException as one), that
+    exception, and the entry a 304 would refresh (None: an ordinary call)."""
+    stale, call = job.stale, job.call
+    asked = None
+    if stale is not None and job.call_with is not None and (lines := validators(stale)):
+        conditional = conditional_request(job.request, lines)
+        if conditional is not None:
+            asked, call = stale, job.call_with(conditional)
+            job.cache.count("revalidations")
     try:
-        response: web.StreamResponse = await job.call()
+        return await call(), None, asked
     except web.HTTPException as exc:
-        response = error = exc
+        return exc, exc, asked
+
+
+async def _run_and_store(job: Job, fallback: CachedResponse | None) -> FillOutcome:
+    try:
+        response, error, asked = await _ask_handler(job)
     except Exception as exc:
         if fallback is not None:
             return _stale_instead(job, fallback)
         return FillOutcome(None, exc, None, "fwd=miss", "MISS", job.key, ())
+    if asked is not None and response.status == 304:
+        revalidated = await store_revalidated(job, asked, response)
+        return FillOutcome(
+            None, None, revalidated.shared, revalidated.status, "REVALIDATED", job.key, job.vary
+        )
     if response.status >= 500 and fallback is not None:
         return _stale_instead(job, fallback)
     stored = await store_response(job, response)

@@ -88,6 +88,13 @@ class ResponseFacts:
     date: str | None
     age: str | None
     last_modified: str | None = None
+    #: The response's own ETag (the first line), if it set one.
+    etag: str | None = None
+
+    @property
+    def has_validator(self) -> bool:
+        """Whether the response carries a validator of its own to revalidate it with."""
+        return bool(self.etag) or parse_http_date(self.last_modified) is not None
 
 
 def response_facts(
@@ -98,6 +105,7 @@ def response_facts(
     Cache-Control's when the response carries it and it is valid."""
     dates, ages = header_values(lines, "Date"), header_values(lines, "Age")
     modified = header_values(lines, "Last-Modified")
+    etags = header_values(lines, "ETag")
     cache_control = targeted_directives(lines, targeted) if targeted else None
     if cache_control is None:
         cache_control = parse_cache_control(", ".join(header_values(lines, "Cache-Control")))
@@ -110,6 +118,7 @@ def response_facts(
         date=dates[0] if dates else None,
         age=ages[0] if ages else None,
         last_modified=modified[0] if len(modified) == 1 else None,
+        etag=etags[0] if etags else None,
     )
 
 
@@ -136,6 +145,11 @@ def storable(
     for directive in ("no-store", "private", "no-cache"):
         if directive in cache_control:
             if directive == "no-store" and _understood_despite_no_store(facts):
+                continue
+            # no-cache: stored to be revalidated before every reuse (RFC 9111 §5.2.2.4),
+            # which needs a validator of the handler's; without one a copy saves nothing.
+            # The qualified form (`no-cache="Set-Cookie"`) is treated as the plain one.
+            if directive == "no-cache" and facts.has_validator:
                 continue
             return Decision(False, directive)
     if "*" in facts.vary:
@@ -277,6 +291,14 @@ class Lifetime:
     ttl: float
     grace: float
     stale_if_error: float
+    #: Never fresh: `ttl` is then how long the entry is kept for revalidation.
+    no_cache: bool = False
+
+
+#: How long a `no-cache` entry is kept for revalidation when nothing else gives it a
+#: lifetime (e.g. `default_ttl=0` in front of an origin): every reuse asks the handler
+#: anyway, so keeping it longer only saves renders; the store's own bound still applies.
+NO_CACHE_KEEP_SECONDS: Final = 3600.0
 
 
 def lifetime(facts: ResponseFacts, configured: Configured, now: float) -> Lifetime:
@@ -292,12 +314,15 @@ def lifetime(facts: ResponseFacts, configured: Configured, now: float) -> Lifeti
     if_error = resolve_ttl(
         None, configured.stale_if_error, declared_if_error, configured.default_stale_if_error
     )
-    if _no_stale_serving(facts):
+    no_cache = "no-cache" in facts.cache_control
+    if no_cache or _no_stale_serving(facts):
         grace = if_error = 0.0
     declared = declared_ttl(facts, now)
     if declared is None and configured.heuristic_max_ttl is not None:
         declared = heuristic_ttl(facts, configured.heuristic_max_ttl, now)
     ttl = resolve_ttl(configured.ttl_override, configured.ttl, declared, configured.default_ttl)
+    if no_cache:
+        return Lifetime(now, ttl if ttl > 0 else NO_CACHE_KEEP_SECONDS, 0.0, 0.0, True)
     return Lifetime(now - _received_age(facts), ttl, grace, if_error)
 
 

@@ -61,6 +61,7 @@ def to_entry(
     generation: int,
     compress: bool,
     added: Sequence[tuple[str, str]] = (),
+    no_cache: bool = False,
 ) -> CachedResponse:
     """Build the entry to store from a response the policy found storable.
 
@@ -73,6 +74,7 @@ def to_entry(
     ]
     headers.extend(added)
     etags = directives.header_values(headers, "ETag")
+    handler_etag = bool(etags)
     if not etags:
         etags = [body_etag(body)]
         headers.append(("ETag", etags[0]))
@@ -90,6 +92,8 @@ def to_entry(
         tags=tags,
         generation=generation,
         compress=compress,
+        handler_etag=handler_etag,
+        no_cache=no_cache,
     )
 
 

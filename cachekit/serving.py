@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, cast
 
 from aiohttp import hdrs, web
@@ -98,7 +99,19 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                 return answer_from(
                     request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
                 )
-            job = Job(cache, spec, request, call, base, key, directives, generation, vary)
+            job = Job(
+                cache,
+                spec,
+                request,
+                call,
+                base,
+                key,
+                directives,
+                generation,
+                vary,
+                stale=entry,
+                call_with=partial(_call_with, handler, args, kwargs),
+            )
             if verdict is _STALE:
                 cache.count("stale_hits")
                 cache.start_refresh(key, refresh(job))
@@ -120,6 +133,22 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             return answer_initiator(job, await asyncio.shield(task))
 
     return handle
+
+
+def _call_with(
+    handler: Handler, args: tuple[Any, ...], kwargs: dict[str, Any], request: web.Request
+) -> Call:
+    """The handler bound to `request` in place of the one it was called with (a web.View
+    is made anew around it): how a revalidation asks with a conditional clone."""
+    swapped = tuple(
+        request
+        if isinstance(arg, web.BaseRequest)
+        else type(arg)(request)
+        if isinstance(arg, web.View)
+        else arg
+        for arg in args
+    )
+    return lambda: handler(*swapped, **kwargs)
 
 
 def _find_request(args: tuple[Any, ...]) -> web.Request:

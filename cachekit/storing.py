@@ -11,7 +11,8 @@ from aiohttp import web
 
 from cachekit import keys, policy
 from cachekit.cache import Cache
-from cachekit.entry import CachedResponse
+from cachekit.directives import header_values
+from cachekit.entry import CachedResponse, header_name
 from cachekit.handler_spec import HandlerSpec
 from cachekit.handler_state import varied_names
 from cachekit.responses import (
@@ -22,6 +23,7 @@ from cachekit.responses import (
     storable_body,
     to_entry,
 )
+from cachekit.revalidation import updated_lines
 from cachekit.tagging import runtime_tags, surrogate_keys_line
 
 log = logging.getLogger("cachekit")
@@ -31,6 +33,8 @@ Call = Callable[[], Awaitable[web.StreamResponse]]
 # Reasons a response was not stored that still allow handing it to collapsed requests.
 SHAREABLE_REASONS: Final = frozenset({"status", "ttl-zero", "too-large", "not-stored"})
 STORED: Final = "fwd=miss; stored"
+#: The handler answered a revalidation with 304 (RFC 9211 `fwd-status`).
+REVALIDATED: Final = "fwd=stale; fwd-status=304"
 
 
 @dataclass(slots=True)
@@ -48,6 +52,11 @@ class Job:
     generation: int
     #: The request headers `key` varies on (the declared ones, or a Vary stub's).
     vary: tuple[str, ...] = ()
+    #: The stored entry this request found unusable as it is (stale, no-cache): the fill
+    #: asks the handler with its validators (`revalidation`) when it has some.
+    stale: CachedResponse | None = None
+    #: The handler bound to another request (a conditional clone of `request`).
+    call_with: Callable[[web.Request], Call] | None = None
 
     def key_for(self, vary: tuple[str, ...]) -> str:
         """This request's key when its handler varies on `vary`."""
@@ -128,6 +137,7 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
         generation=job.generation,
         compress=isinstance(response, web.Response) and bool(response.compression),
         added=added,
+        no_cache=life.no_cache,
     )
     if not decision.allowed:
         reason = decision.reason
@@ -170,3 +180,48 @@ async def _leave_stub(job: Job, names: tuple[str, ...], entry: CachedResponse) -
         vary_stub=True,
     )
     await job.cache.save(declared_key, stub)
+
+
+async def store_revalidated(
+    job: Job, stale: CachedResponse, not_modified: web.StreamResponse
+) -> Stored:
+    """Refresh `stale` from the handler's 304: its header lines updated (`updated_lines`),
+    its freshness restarted, its body and tags kept. The refreshed entry is answered with
+    even when the updated response may no longer be stored (then it is not saved)."""
+    cache, spec = job.cache, job.spec
+    lines = updated_lines(stale.headers, header_lines(not_modified))
+    facts = policy.response_facts(stale.status, lines, cache.settings.targeted_cache_control)
+    decision = policy.storable(
+        facts,
+        statuses=spec.statuses,
+        statuses_declared=spec.statuses_declared,
+        body_size=len(stale.body),
+        max_entry_bytes=cache.settings.max_entry_bytes,
+    )
+    life = policy.lifetime(facts, cache.configured(spec), cache.clock())
+    etags = header_values(lines, "ETag")
+    entry = CachedResponse(
+        status=stale.status,
+        headers=tuple((header_name(name), value) for name, value in lines),
+        body=stale.body,
+        stored_at=life.stored_at,
+        ttl=life.ttl,
+        grace=life.grace,
+        stale_if_error=life.stale_if_error,
+        etag=etags[0] if etags else stale.etag,
+        tags=stale.tags,
+        generation=job.generation,
+        compress=stale.compress,
+        handler_etag=stale.handler_etag
+        or bool(header_values(not_modified.headers.items(), "ETag")),
+        no_cache=life.no_cache,
+    )
+    if not decision.allowed:
+        reason = decision.reason
+    elif entry.ttl <= 0:
+        reason = "ttl-zero"
+    elif await cache.save(job.key, entry):
+        return Stored(REVALIDATED, entry, job.key, job.vary)
+    else:
+        reason = "not-stored"
+    return Stored(f"{REVALIDATED}; detail={reason}", entry, job.key, job.vary)

@@ -45,6 +45,8 @@ entries = st.builds(
     generation=st.integers(0, 2**64 - 1),
     compress=st.booleans(),
     vary_stub=st.booleans(),
+    handler_etag=st.booleans(),
+    no_cache=st.booleans(),
 )
 
 SAMPLE = CachedResponse(
@@ -132,6 +134,22 @@ class TestRoundTrip:
                 assert data[3] == (0x01 if compress else 0) | (0x02 if vary_stub else 0)
                 decoded = decode(data)
                 assert (decoded.compress, decoded.vary_stub) == (compress, vary_stub)
+
+    @pytest.mark.parametrize(("handler_etag", "no_cache"), [(a, b) for a in (0, 1) for b in (0, 1)])
+    def test_revalidation_flags(self, handler_etag: int, no_cache: int) -> None:
+        entry = CachedResponse(
+            200, (), b"", 10.0, 60.0, 5.0, handler_etag=bool(handler_etag), no_cache=bool(no_cache)
+        )
+        data = encode(entry)
+        assert data[3] == (0x08 if handler_etag else 0) | (0x10 if no_cache else 0)
+        for decoded in (decode(data), decode(data)):  # parsed, then from the memo
+            assert (decoded.handler_etag, decoded.no_cache) == (handler_etag, no_cache)
+            assert decoded == entry
+
+    def test_a_no_cache_entry_is_kept_but_never_fresh(self) -> None:
+        entry = CachedResponse(200, (), b"", 10.0, 60.0, 5.0, 30.0, no_cache=True)
+        assert not entry.is_fresh(10.0) and not entry.is_servable_stale(10.0)
+        assert entry.drop_at == 10.0 + 60.0 + 30.0 and entry.keep_for() == 90.0
 
     def test_undecodable_request_bytes_survive(self) -> None:
         # aiohttp decodes header bytes with surrogateescape; an echoed value keeps its bytes.
@@ -253,7 +271,7 @@ class TestDamage:
         with pytest.raises(CorruptEntry, match="unknown format"):
             decode(repack(SAMPLE_BYTES, version=version))
 
-    @pytest.mark.parametrize("flags", [0x08, 0x80, 0xFF])
+    @pytest.mark.parametrize("flags", [0x20, 0x80, 0xFF])
     def test_unknown_flags(self, flags: int) -> None:
         with pytest.raises(CorruptEntry):
             decode(repack(SAMPLE_BYTES, flags=flags))
