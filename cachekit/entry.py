@@ -143,7 +143,7 @@ class CachedResponse:
         # A no-cache entry is kept for its lifetime but is never fresh, nor servable stale.
         fresh_until = self.stored_at if self.no_cache else kept_until
         self.fresh_until = fresh_until
-        self.stale_until = fresh_until + self.grace
+        self.stale_until = fresh_until if self.no_cache else fresh_until + self.grace
         self.drop_at = kept_until + max(self.grace, self.stale_if_error)
 
     def age(self, now: float) -> int:
@@ -164,7 +164,7 @@ class CachedResponse:
 
     def can_replace_error(self, now: float) -> bool:
         """Inside the stale-if-error window."""
-        return now < self.fresh_until + self.stale_if_error
+        return not self.no_cache and now < self.fresh_until + self.stale_if_error
 
     def keep_for(self) -> float:
         """How long the store must keep the entry (fresh + the longest stale window)."""

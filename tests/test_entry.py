@@ -149,6 +149,7 @@ class TestRoundTrip:
     def test_a_no_cache_entry_is_kept_but_never_fresh(self) -> None:
         entry = CachedResponse(200, (), b"", 10.0, 60.0, 5.0, 30.0, no_cache=True)
         assert not entry.is_fresh(10.0) and not entry.is_servable_stale(10.0)
+        assert not entry.can_replace_error(10.0)
         assert entry.drop_at == 10.0 + 60.0 + 30.0 and entry.keep_for() == 90.0
 
     def test_undecodable_request_bytes_survive(self) -> None:
