@@ -144,7 +144,12 @@ class CachedResponse:
         fresh_until = self.stored_at if self.no_cache else kept_until
         self.fresh_until = fresh_until
         self.stale_until = fresh_until if self.no_cache else fresh_until + self.grace
-        self.drop_at = kept_until + max(self.grace, self.stale_if_error)
+        window = max(self.grace, self.stale_if_error)
+        if not self.no_cache and self.revalidatable():
+            # Kept one lifetime past its freshness, so that it can be revalidated with the
+            # handler (a 304) instead of rendered anew; the store's bound still applies.
+            window = max(window, self.ttl)
+        self.drop_at = kept_until + window
 
     def age(self, now: float) -> int:
         """Whole seconds since the response was stored (the `Age` header)."""
@@ -167,8 +172,14 @@ class CachedResponse:
         return not self.no_cache and now < self.fresh_until + self.stale_if_error
 
     def keep_for(self) -> float:
-        """How long the store must keep the entry (fresh + the longest stale window)."""
-        return self.ttl + max(self.grace, self.stale_if_error)
+        """How long the store must keep the entry: fresh, then the longest stale window, or
+        one more lifetime when it can be revalidated (`revalidatable`)."""
+        return self.drop_at - self.stored_at
+
+    def revalidatable(self) -> bool:
+        """Whether the handler can be asked if it changed: it carries the handler's ETag or
+        a Last-Modified (see `revalidation.validators`)."""
+        return self.handler_etag or any(name.lower() == "last-modified" for name, _ in self.headers)
 
 
 def body_etag(body: bytes) -> str:

@@ -7,7 +7,7 @@ import math
 
 from aiohttp import web
 
-from cachekit import CacheSettings, cached, get_cache, setup_cache
+from cachekit import CacheSettings, cached, get_cache, not_modified, setup_cache
 from demo_app.upstream import CATALOGUE, DEFAULT_DELAY, MAX_PRICE, catalogue_context
 
 routes = web.RouteTableDef()
@@ -86,12 +86,19 @@ async def list_products(request: web.Request) -> web.Response:
 @routes.get("/products/{id}")
 @cached(ttl=30, key="product:{match_info[id]}", tags=product_tags, statuses=(200, 404))
 async def get_product(request: web.Request) -> web.Response:
-    """Return one product, or a JSON 404 when the id is unknown."""
+    """Return one product, or a JSON 404 when the id is unknown.
+
+    When its entry goes stale, cachekit asks again with the product's ETag: a cheap version
+    check then answers 304 and the stored copy is served again, without the slow call."""
     product_id = parse_product_id(request.match_info["id"])
-    product = None if product_id is None else await request.app[CATALOGUE].get_product(product_id)
+    catalogue = request.app[CATALOGUE]
+    version = None if product_id is None else catalogue.product_version(product_id)
+    if version is not None and (unchanged := not_modified(request, etag=version)) is not None:
+        return unchanged
+    product = None if product_id is None else await catalogue.get_product(product_id)
     if product is None:
         return error_response(404, "no such product")
-    return web.json_response(product.to_json())
+    return web.json_response(product.to_json(), headers={"ETag": f'"{version}"'})
 
 
 @routes.post("/products/{id}")
@@ -143,7 +150,11 @@ async def cache_stats(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "cache": dict(get_cache(request).stats()),
-            "upstream": {"calls": catalogue.calls, "delay_seconds": catalogue.delay},
+            "upstream": {
+                "calls": catalogue.calls,
+                "version_checks": catalogue.version_checks,
+                "delay_seconds": catalogue.delay,
+            },
         }
     )
 

@@ -74,6 +74,7 @@ class Catalogue:
         """Create a closed catalogue of ``product_count`` products answering after ``delay``."""
         self.delay = check_delay(delay)
         self.calls = 0
+        self.version_checks = 0
         self._product_count = product_count
         self._products: dict[int, Product] = {}
         self._open = False
@@ -107,6 +108,15 @@ class Catalogue:
         """Return the product with ``product_id``, or ``None`` when there is none."""
         await self._call()
         return self._products.get(product_id)
+
+    def product_version(self, product_id: int) -> str | None:
+        """A cheap version stamp of one product (no round trip: think of an indexed
+        `updated_at` column), or None when unknown; counted in ``version_checks``."""
+        self.version_checks += 1
+        product = self._products.get(product_id)
+        if product is None:
+            return None
+        return f"{product.id}-{int(product.updated_at.timestamp() * 1_000_000)}"
 
     async def update_price(self, product_id: int, price: float) -> Product | None:
         """Set a product's price and timestamp; return it, or ``None`` when unknown."""

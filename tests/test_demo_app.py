@@ -77,6 +77,26 @@ async def test_second_get_of_a_product_is_a_hit_and_spares_the_upstream(client: 
     assert upstream_calls(client) == 1
 
 
+async def test_a_stale_product_is_revalidated_with_a_version_check(
+    cache_clock: Any, client: Client
+) -> None:
+    # cache_clock first: the cache reads the clock when the app is set up.
+    first = await client.get("/products/3")
+    etag = first.headers["ETag"]
+    cache_clock.advance(31)  # past the 30 s TTL
+    again = await client.get("/products/3")
+    assert again.headers["X-Cache"] == "REVALIDATED" and again.headers["ETag"] == etag
+    assert await again.json() == await first.json()
+    assert upstream_calls(client) == 1  # the version check is not a slow upstream call
+    assert client.app[CATALOGUE].version_checks == 2
+    # A changed product: the version differs, the handler renders it anew.
+    await client.app[CATALOGUE].update_price(3, 1.5)
+    cache_clock.advance(31)
+    changed = await client.get("/products/3")
+    assert changed.headers["X-Cache"] == "MISS" and (await changed.json())["price"] == 1.5
+    assert changed.headers["ETag"] != etag
+
+
 async def test_list_pages_differ_and_are_cached_separately(client: Client) -> None:
     page1, cache1 = await get_json(client, "/products?page=1")
     page2, cache2 = await get_json(client, "/products?page=2")
