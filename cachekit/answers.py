@@ -8,7 +8,8 @@ from aiohttp import hdrs, web
 from cachekit import conditional
 from cachekit.entry import CachedResponse
 from cachekit.flight import FillOutcome
-from cachekit.responses import from_entry, mark
+from cachekit.ranges import RangeAnswer, if_range_holds, select_range
+from cachekit.responses import from_entry, mark, part_from_entry
 from cachekit.storing import STORED, Call, Job
 
 
@@ -16,10 +17,14 @@ def answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
     """The answer for the request that ran the fill."""
     error, response, shared = outcome.error, outcome.response, outcome.shared
     headers = job.request.headers
-    conditional_request = "If-None-Match" in headers or "If-Modified-Since" in headers
+    # A conditional or Range request is answered from the entry (a 304, a part of it).
+    conditional_request = (
+        "If-None-Match" in headers or "If-Modified-Since" in headers or "Range" in headers
+    )
     # Answered from the entry: when the fill produced no response of its own (another
     # process filled it, or a stale copy replaced an error), and when a stored answer must
-    # become a 304 or came from a raised HTTPException (a new response carries our headers).
+    # become a 304 or a part, or came from a raised HTTPException (a new response carries
+    # our headers).
     if shared is not None and (
         (error is None and response is None)
         or (
@@ -48,7 +53,8 @@ def answer_from(
     *,
     emit_cache_control: bool,
 ) -> web.Response:
-    """A response from a stored entry, as a 304 when the request's validators match."""
+    """A response from a stored entry: a 304 when the request's validators match, else a
+    206 or 416 for a `Range` of a stored 200 (RFC 9110 §13.2.2 orders them so)."""
     headers = request.headers
     matched = False
     if hdrs.IF_NONE_MATCH in headers or hdrs.IF_MODIFIED_SINCE in headers:
@@ -59,9 +65,22 @@ def answer_from(
             headers.get(hdrs.IF_NONE_MATCH),
             headers.get(hdrs.IF_MODIFIED_SINCE),
         )
+    if not matched and hdrs.RANGE in headers:
+        part = _range_of(request, entry)
+        if part is not None:
+            return part_from_entry(entry, part, now, status, x_cache)
     return from_entry(
         entry, now, status, x_cache, not_modified=matched, emit_cache_control=emit_cache_control
     )
+
+
+def _range_of(request: web.Request, entry: CachedResponse) -> RangeAnswer:
+    # Ranges of a GET's stored 200 only; not of a body aiohttp will compress on the way.
+    if request.method != "GET" or entry.status != 200 or entry.compress:
+        return None
+    if not if_range_holds(request.headers.get(hdrs.IF_RANGE), entry.etag, entry.headers):
+        return None
+    return select_range(request.headers[hdrs.RANGE], len(entry.body))
 
 
 def answer_job(job: Job, entry: CachedResponse, status: str, x_cache: str) -> web.Response:

@@ -15,6 +15,7 @@ from cachekit import conditional, directives
 from cachekit.aiohttp_internals import Wire, build_wire, new_hit_response
 from cachekit.entry import CachedResponse, body_etag, header_name, lines_size, strings_size
 from cachekit.memo import BoundedMemo
+from cachekit.ranges import ByteRange, Unsatisfiable
 
 X_CACHE: Final = "X-Cache"
 ETAG_HEADER: Final = "ETag"
@@ -127,6 +128,21 @@ def from_entry(
         response.enable_compression()
         return response
     return new_hit_response(entry.status, entry.body, headers, wire)
+
+
+def part_from_entry(
+    entry: CachedResponse, part: ByteRange | Unsatisfiable, now: float, status: str, x_cache: str
+) -> web.Response:
+    """A `206 Partial Content` with `part` of a stored 200 (its header lines, the part's
+    `Content-Range`), or a `416` naming the stored length (RFC 9110 §15.3.7, §15.5.17)."""
+    probe = (int(now - entry.stored_at), int(entry.fresh_until - now), status, x_cache, False, 0.0)
+    if isinstance(part, Unsatisfiable):
+        lines = ((hdrs.CONTENT_RANGE, part.content_range), *_ours(entry.headers, probe))
+        return web.Response(status=416, headers=lines)
+    headers = CIMultiDict(entry.headers)
+    headers.extend(_ours(entry.headers, probe))
+    headers[hdrs.CONTENT_RANGE] = part.content_range
+    return web.Response(status=206, body=entry.body[part.first : part.last + 1], headers=headers)
 
 
 def _header_block(

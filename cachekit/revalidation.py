@@ -2,7 +2,8 @@
 ask the handler "has it changed?" with the entry's own validators, and refresh the entry
 from a `304 Not Modified`.
 
-Pure except `conditional_request`, which clones an aiohttp request. Only validators the
+Pure except `conditional_request` and `unconditional_request`, which clone an aiohttp
+request. Only validators the
 handler produced are sent (never cachekit's body-hash ETag: the handler could not know
 it), and never the client's own conditionals: the answer is for every client.
 """
@@ -79,6 +80,17 @@ def conditional_request(request: web.Request, asked: Lines) -> web.Request | Non
         return request.clone(headers=conditional_headers(list(request.headers.items()), asked))
     except RuntimeError:
         return None
+
+
+def unconditional_request(request: web.Request) -> web.Request | None:
+    """`request` as a fill asks the handler with it: without the client's conditionals and
+    `Range` (cachekit answers those from the entry it stores), so that the handler renders
+    the whole representation every client may share. `request` itself when it has none of
+    them; None when aiohttp cannot clone it."""
+    headers = request.headers
+    if not any(name in headers for name in CLIENT_CONDITIONALS):
+        return request
+    return conditional_request(request, ())
 
 
 def updated_lines(stored: Lines, not_modified: Lines) -> tuple[tuple[str, str], ...]:

@@ -23,6 +23,7 @@ from cachekit.entry import CachedResponse
 from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, follow_vary_stub, refresh
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
+from cachekit.revalidation import unconditional_request
 from cachekit.storing import Call, Job
 
 log = logging.getLogger("cachekit")
@@ -99,18 +100,12 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                 return answer_from(
                     request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
                 )
-            job = Job(
-                cache,
-                spec,
-                request,
-                call,
-                base,
-                key,
-                directives,
-                generation,
-                vary,
-                stale=entry,
-                call_with=partial(_call_with, handler, args, kwargs),
+            job = _job(
+                Job(cache, spec, request, call, base, key, directives, generation, vary),
+                handler,
+                args,
+                kwargs,
+                entry,
             )
             if verdict is _STALE:
                 cache.count("stale_hits")
@@ -133,6 +128,25 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             return answer_initiator(job, await asyncio.shield(task))
 
     return handle
+
+
+def _job(
+    job: Job,
+    handler: Handler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    entry: CachedResponse | None,
+) -> Job:
+    """`job`, able to ask the handler with other requests: to revalidate `entry`, and
+    without the client's conditionals and Range (`unconditional_request`): a fill's answer
+    is stored and shared, so it must be the whole representation, never a 304 or a part
+    meant for one client."""
+    job.stale = entry
+    job.call_with = call_with = partial(_call_with, handler, args, kwargs)
+    plain = unconditional_request(job.request)
+    if plain is not job.request and plain is not None:
+        job.call = call_with(plain)
+    return job
 
 
 def _call_with(

@@ -518,3 +518,34 @@ async def test_a_class_based_view_is_revalidated(
     answer = await client.get("/view")
     assert_cache(answer, "REVALIDATED")
     assert await answer.text() == "view" and asked == [None, '"v"']
+
+
+async def test_a_fill_never_hands_one_clients_304_to_the_others(
+    aiohttp_client: Any, request: pytest.FixtureRequest, store_kind: str
+) -> None:
+    # The first request is conditional and runs the fill; the others join it. Were the
+    # client's If-None-Match passed to the handler, its 304 would be shared with them.
+    gate = asyncio.Event()
+    asked: list[str | None] = []
+    routes = web.RouteTableDef()
+
+    @routes.get("/shared")
+    @cached(ttl=10)
+    async def shared(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("If-None-Match"))
+        await gate.wait()
+        return not_modified(request, etag="v1") or web.Response(
+            text="full", headers={"ETag": '"v1"'}
+        )
+
+    client = await client_for(aiohttp_client, request, store_kind, routes)
+    first = asyncio.ensure_future(client.get("/shared", headers={"If-None-Match": '"v1"'}))
+    await asyncio.sleep(0.05)
+    others = [asyncio.ensure_future(client.get("/shared")) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    conditional = await first
+    assert conditional.status == 304 and conditional.headers["ETag"] == '"v1"'
+    for answer in await asyncio.gather(*others):
+        assert answer.status == 200 and await answer.text() == "full"
+    assert asked == [None]
