@@ -59,7 +59,7 @@ class TestSelectRange:
             "0-1",
             "bytes=99999999999999999999-",
             "bytes=0x1-2",
-            "bytes=１-2",  # a non-ASCII digit
+            "bytes=\uff11-2",  # a non-ASCII digit
         ],
     )
     def test_ignored_means_the_full_response(self, value: str) -> None:
