@@ -7,6 +7,7 @@
 #   make wheel-check          build sdist + wheel, install the wheel into a fresh venv outside
 #                             the checkout, serve the demo's first request from it
 #   make demo                 run the demo app (in-process store by default)
+#   make proxy                a caching reverse proxy in front of ORIGIN (demo_app/proxy.py)
 #   make bench                run the benchmarks (python -m bench)
 #   make chaos                faults under load: Redis killed, frozen, full (python -m bench.chaos)
 #   make lint                 ruff + mypy only
@@ -19,12 +20,13 @@ STAMP := $(VENV)/.installed
 
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+PROXY_ARGS ?=
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
 WHEEL_CHECK_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: test lint wheel-check demo bench chaos clean venv
+.PHONY: test lint wheel-check demo proxy bench chaos clean venv
 
 # _version.py too: the editable install's metadata carries the version (tests/test_packaging.py).
 $(STAMP): pyproject.toml cachekit/_version.py
@@ -46,6 +48,11 @@ wheel-check: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo_app $(DEMO_ARGS)
+
+# ORIGIN: the origin's base URL (e.g. the demo's: make demo, then make proxy in another shell).
+ORIGIN ?= http://127.0.0.1:8080
+proxy: $(STAMP)
+	$(BIN)/python -m demo_app.proxy $(ORIGIN) $(PROXY_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

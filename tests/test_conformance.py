@@ -12,8 +12,9 @@ options:
     /...        @cached()                                    plain: no decorator ttl
 
 None has a decorator ttl, so the origin's freshness headers decide; `default_ttl` is
-small (5 s) but non-zero. Conditional request headers are never forwarded: the cache
-answers them itself. The origin counts its hits per (method, path), so each test can tell
+small (5 s) but non-zero. The proxy forwards `If-None-Match` / `If-Modified-Since`: a
+client's never reach it (cachekit answers them itself), only cachekit's revalidations do.
+The origin counts its hits per (method, path), so each test can tell
 whether the cache answered. Time moves through a clock injected into the cache (real time
 plus an offset the test advances); only the Age test also sleeps ~1.1 s of real time.
 
@@ -64,8 +65,6 @@ NOT_FORWARDED_REQUEST = HOP_BY_HOP | {
     "host",
     "content-length",
     "accept-encoding",
-    "if-none-match",
-    "if-modified-since",
     "if-match",
     "if-unmodified-since",
     "if-range",
@@ -1155,3 +1154,94 @@ async def test_rfc9111_4_2_4_configured_stale_serving_without_revalidate_directi
                 break
             await asyncio.sleep(0.01)
         assert rig.origin.count("/ok") == 2
+
+
+# ============================================================ RFC 9111 §4.3 validation
+
+
+def validated(etag: str = '"a"', extra: Mapping[str, str] | None = None) -> Behaviour:
+    """An origin behaviour that answers its ETag's If-None-Match with 304 (carrying
+    `extra`), else 200; max-age=10 on both."""
+
+    def behaviour(request: web.Request, n: int) -> web.Response:
+        headers = {"ETag": etag, "Cache-Control": "max-age=10", **(extra or {})}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(text=f"{request.path} #{n}", headers=headers)
+
+    return behaviour
+
+
+async def test_rfc9111_4_3_1_a_stale_entry_is_revalidated_with_its_validator(rig: Rig) -> None:
+    """RFC 9111 §4.3.1 / §4.3.3: a stale entry is sent for validation with its ETag; the
+    origin's 304 makes it fresh again and the stored body is served."""
+    rig.origin.on("/v", validated())
+    first = await rig.get("/v")
+    rig.clock.advance(11)
+    revalidated = await rig.get("/v")
+    assert revalidated.status == 200 and revalidated.body == first.body == b"/v #1"
+    assert revalidated.x_cache == "REVALIDATED"
+    assert revalidated.headers["Cache-Status"].startswith("cachekit; fwd=stale; fwd-status=304")
+    rig.clock.advance(9)
+    assert (await rig.get("/v")).x_cache == "HIT"
+    assert rig.origin.count("/v") == 2
+
+
+async def test_rfc9111_4_3_1_a_clients_conditionals_are_not_forwarded(rig: Rig) -> None:
+    """RFC 9111 §4.3.1: the cache validates with its own stored validators; a client's
+    If-None-Match is answered by the cache (here: the stored ETag matches, a 304)."""
+    rig.origin.on("/c", validated())
+    await rig.get("/c")
+    rig.clock.advance(11)
+    mine = await rig.get("/c", headers={"If-None-Match": '"a"'})
+    assert mine.status == 304 and mine.x_cache == "REVALIDATED"
+    rig.clock.advance(11)
+    other = await rig.get("/c", headers={"If-None-Match": '"zzz"'})
+    assert other.status == 200 and other.body == b"/c #1"
+
+
+async def test_rfc9111_4_3_4_a_304_updates_the_stored_header_fields(rig: Rig) -> None:
+    """RFC 9111 §4.3.4 / §3.2: fields of the 304 replace the stored ones; the body and its
+    Content-Length stay."""
+    rig.origin.on("/u", validated(extra={"X-Origin-Version": "7"}))
+    first = await rig.get("/u")
+    rig.origin.on("/u", validated(extra={"X-Origin-Version": "8"}))
+    rig.clock.advance(11)
+    await rig.get("/u")
+    hit = await rig.get("/u")
+    assert hit.x_cache == "HIT" and hit.headers["X-Origin-Version"] == "8"
+    assert hit.body == first.body and hit.headers["Content-Length"] == str(len(first.body))
+
+
+async def test_rfc9111_4_3_3_a_200_to_a_revalidation_replaces_the_entry(rig: Rig) -> None:
+    """RFC 9111 §4.3.3: a full response to the validation request replaces the stored one."""
+    rig.origin.on("/n", validated())
+    await rig.get("/n")
+    rig.origin.on("/n", validated(etag='"b"'))
+    rig.clock.advance(11)
+    changed = await rig.get("/n")
+    assert changed.x_cache == "MISS" and changed.body == b"/n #2"
+    assert (await rig.get("/n")).headers["ETag"] == '"b"'
+
+
+async def test_rfc9111_5_2_2_4_no_cache_is_stored_and_revalidated_every_time(rig: Rig) -> None:
+    """RFC 9111 §5.2.2.4: a no-cache response may be stored, but is never reused without
+    successful validation."""
+    rig.origin.on("/always", validated(extra={"Cache-Control": "no-cache"}))
+    first = await rig.get("/always")
+    for _ in range(3):
+        again = await rig.get("/always")
+        assert again.x_cache == "REVALIDATED" and again.body == first.body
+    assert rig.origin.count("/always") == 4
+
+
+async def test_rfc9110_14_2_a_range_is_answered_from_the_stored_response(rig: Rig) -> None:
+    """RFC 9110 §14.2 / §15.3.7: a Range request for a stored 200 gets a 206 with the part;
+    the origin is asked once, for the whole."""
+    rig.origin.on("/bytes", respond(headers={"Cache-Control": "max-age=60"}, body=b"abcdefgh"))
+    part = await rig.get("/bytes", headers={"Range": "bytes=2-4"})
+    assert part.status == 206 and part.body == b"cde"
+    assert part.headers["Content-Range"] == "bytes 2-4/8"
+    none = await rig.get("/bytes", headers={"Range": "bytes=8-"})
+    assert none.status == 416 and none.headers["Content-Range"] == "bytes */8"
+    assert rig.origin.count("/bytes") == 1
