@@ -549,3 +549,42 @@ async def test_a_fill_never_hands_one_clients_304_to_the_others(
     for answer in await asyncio.gather(*others):
         assert answer.status == 200 and await answer.text() == "full"
     assert asked == [None]
+
+
+async def test_two_processes_share_one_revalidation(
+    aiohttp_client: Any, real_redis_url: str, cache_clock: CacheClock
+) -> None:
+    # Two apps on one Redis (two workers): the fill lock holds for revalidations too.
+    gate = asyncio.Event()
+    asked: list[str | None] = []
+    routes = web.RouteTableDef()
+
+    @routes.get("/doc")
+    @cached(ttl=10)
+    async def doc(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("If-None-Match"))
+        await gate.wait()
+        return not_modified(request, etag="v1") or web.Response(
+            text="doc", headers={"ETag": '"v1"'}
+        )
+
+    one, two = [
+        await aiohttp_client(make_app(routes, store=make_store("redis", real_redis_url))[0])
+        for _ in range(2)
+    ]
+    host = {"Host": "shop.example"}
+    gate.set()
+    await one.get("/doc", headers=host)
+    gate.clear()
+    cache_clock.advance(11)
+    pending = [
+        asyncio.ensure_future(client.get("/doc", headers=host))
+        for client in (one, two)
+        for _ in range(5)
+    ]
+    await asyncio.sleep(0.2)
+    gate.set()
+    answers = await asyncio.gather(*pending)
+    assert [await answer.text() for answer in answers] == ["doc"] * 10
+    assert asked == [None, '"v1"']
+    assert {answer.headers["X-Cache"] for answer in answers} <= {"REVALIDATED", "MISS"}
