@@ -1245,3 +1245,14 @@ async def test_rfc9110_14_2_a_range_is_answered_from_the_stored_response(rig: Ri
     none = await rig.get("/bytes", headers={"Range": "bytes=8-"})
     assert none.status == 416 and none.headers["Content-Range"] == "bytes */8"
     assert rig.origin.count("/bytes") == 1
+
+
+async def test_rfc9111_5_2_2_2_must_revalidate_is_revalidated_not_served_stale(rig: Rig) -> None:
+    """RFC 9111 §5.2.2.2: once stale, a must-revalidate response is not served without
+    validation (not even from the stale window); validation by its ETag keeps the body."""
+    rig.origin.on("/m", validated(extra={"Cache-Control": "max-age=10, must-revalidate"}))
+    first = await rig.get("/stale/m")
+    rig.clock.advance(11)  # inside /stale/'s 30 s stale window, but must-revalidate
+    again = await rig.get("/stale/m")
+    assert again.x_cache == "REVALIDATED" and again.body == first.body
+    assert rig.origin.count("/m") == 2
