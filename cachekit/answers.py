@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from cachekit import conditional
+from cachekit import conditional, encodings
 from cachekit.entry import CachedResponse
 from cachekit.flight import FillOutcome
 from cachekit.ranges import RangeAnswer, if_range_holds, select_range
@@ -19,7 +19,11 @@ def answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
     headers = job.request.headers
     # A conditional or Range request is answered from the entry (a 304, a part of it).
     conditional_request = (
-        "If-None-Match" in headers or "If-Modified-Since" in headers or "Range" in headers
+        "If-None-Match" in headers
+        or "If-Modified-Since" in headers
+        or "Range" in headers
+        # The entry has content codings this client may take instead of the identity body.
+        or (shared is not None and bool(shared.encoded) and "Accept-Encoding" in headers)
     )
     # Answered from the entry: when the fill produced no response of its own (another
     # process filled it, or a stale copy replaced an error), and when a stored answer must
@@ -56,31 +60,49 @@ def answer_from(
     """A response from a stored entry: a 304 when the request's validators match, else a
     206 or 416 for a `Range` of a stored 200 (RFC 9110 §13.2.2 orders them so)."""
     headers = request.headers
+    coding = None
+    etag = entry.etag
+    if entry.encoded:  # the best of its codings this request accepts (None: identity)
+        coding = encodings.negotiate(
+            headers.get(hdrs.ACCEPT_ENCODING), tuple(name for name, _ in entry.encoded)
+        )
+        if coding is not None:
+            etag = encodings.encoded_etag(etag, coding)
     matched = False
     if hdrs.IF_NONE_MATCH in headers or hdrs.IF_MODIFIED_SINCE in headers:
         matched = conditional.not_modified(
             entry.status,
-            entry.etag,
+            etag,
             entry.headers,
             headers.get(hdrs.IF_NONE_MATCH),
             headers.get(hdrs.IF_MODIFIED_SINCE),
         )
     if not matched and hdrs.RANGE in headers:
-        part = _range_of(request, entry)
+        part = _range_of(request, entry, etag, coding)
         if part is not None:
-            return part_from_entry(entry, part, now, status, x_cache)
+            return part_from_entry(entry, part, now, status, x_cache, coding=coding)
     return from_entry(
-        entry, now, status, x_cache, not_modified=matched, emit_cache_control=emit_cache_control
+        entry,
+        now,
+        status,
+        x_cache,
+        not_modified=matched,
+        emit_cache_control=emit_cache_control,
+        coding=coding,
     )
 
 
-def _range_of(request: web.Request, entry: CachedResponse) -> RangeAnswer:
-    # Ranges of a GET's stored 200 only; not of a body aiohttp will compress on the way.
+def _range_of(
+    request: web.Request, entry: CachedResponse, etag: str, coding: str | None
+) -> RangeAnswer:
+    # Ranges of a GET's stored 200 only (of the representation sent: RFC 9110 §14.1); not
+    # of a body aiohttp will compress on the way.
     if request.method != "GET" or entry.status != 200 or entry.compress:
         return None
-    if not if_range_holds(request.headers.get(hdrs.IF_RANGE), entry.etag, entry.headers):
+    if not if_range_holds(request.headers.get(hdrs.IF_RANGE), etag, entry.headers):
         return None
-    return select_range(request.headers[hdrs.RANGE], len(entry.body))
+    length = len(entry.body) if coding is None else len(dict(entry.encoded)[coding])
+    return select_range(request.headers[hdrs.RANGE], length)
 
 
 def answer_job(job: Job, entry: CachedResponse, status: str, x_cache: str) -> web.Response:

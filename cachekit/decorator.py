@@ -28,6 +28,7 @@ def cached(
     stale_if_error: float | None = None,
     emit_cache_control: bool | None = None,
     honor_request_cache_control: bool | None = None,
+    compress: str | Iterable[str] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Cache the responses of an aiohttp handler (or a `web.View` method).
 
@@ -40,6 +41,8 @@ def cached(
     seconds a stale copy is served while one refresh runs. `stale_if_error`: seconds past
     freshness a stale copy replaces an error. `emit_cache_control` and
     `honor_request_cache_control` override the settings of the same names for this handler.
+    `compress`: the content codings to store responses in (`"br,gzip"`, `[]` for none),
+    instead of the `compress` setting.
     """
 
     def decorate(handler: Handler) -> Handler:
@@ -56,6 +59,7 @@ def cached(
             unless=unless,
             emit_cache_control=emit_cache_control,
             honor_request_cache_control=honor_request_cache_control,
+            compress=compress,
         )
 
         wrapper = functools.wraps(handler)(request_handler(spec, handler))

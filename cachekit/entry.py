@@ -12,6 +12,7 @@ from typing import Final, cast
 
 from multidict import istr
 
+from cachekit import stored_codings
 from cachekit.memo import BoundedMemo
 
 MAGIC: Final = b"CK"
@@ -34,8 +35,16 @@ FLAG_HANDLER_ETAG: Final = 0x08
 # Stored from a `no-cache` response: never fresh, kept only to be revalidated with the
 # handler before every reuse (RFC 9111 §5.2.2.4).
 FLAG_NO_CACHE: Final = 0x10
+# The body region holds content codings of the body (`stored_codings`), the identity body
+# itself only when kept.
+FLAG_ENCODED: Final = 0x20
 _KNOWN_FLAGS: Final = (
-    FLAG_COMPRESS | FLAG_VARY_STUB | FLAG_TAG_VERSIONS | FLAG_HANDLER_ETAG | FLAG_NO_CACHE
+    FLAG_COMPRESS
+    | FLAG_VARY_STUB
+    | FLAG_TAG_VERSIONS
+    | FLAG_HANDLER_ETAG
+    | FLAG_NO_CACHE
+    | FLAG_ENCODED
 )
 # magic, version, flags, status, stored_at, ttl, grace, stale_if_error, generation,
 # and the byte lengths of the etag, header block, tag block and body that follow.
@@ -133,6 +142,9 @@ class CachedResponse:
     handler_etag: bool = False
     #: Never fresh: revalidated with the handler before every reuse (see FLAG_NO_CACHE).
     no_cache: bool = False
+    #: The body in content codings (name, bytes), best first; `body` is then empty unless
+    #: the identity body is kept too (`identity()` gives it back either way).
+    encoded: tuple[tuple[str, bytes], ...] = ()
     # Deadlines derived once, since every hit compares against them.
     fresh_until: float = field(init=False, compare=False, repr=False)
     stale_until: float = field(init=False, compare=False, repr=False)
@@ -205,15 +217,22 @@ def encode(entry: CachedResponse, tag_versions: tuple[str, ...] = ()) -> bytes:
         raise ValueError("one version per tag")
     tags = _join([*entry.tags, *tag_versions], allow_empty=False)
     etag = entry.etag.encode("utf-8", "surrogateescape")
+    body = stored_codings.pack(entry.encoded, entry.body) if entry.encoded else entry.body
     try:
-        head = _pack_head(entry, etag, headers, tags, bool(tag_versions))
+        head = _pack_head(entry, etag, headers, tags, bool(tag_versions), body_len=len(body))
     except struct.error as exc:
         raise ValueError(f"entry does not fit the format: {exc}") from None
-    return b"".join((head, etag, headers, tags, entry.body))
+    return b"".join((head, etag, headers, tags, body))
 
 
 def _pack_head(
-    entry: CachedResponse, etag: bytes, headers: bytes, tags: bytes, versioned: bool
+    entry: CachedResponse,
+    etag: bytes,
+    headers: bytes,
+    tags: bytes,
+    versioned: bool,
+    *,
+    body_len: int,
 ) -> bytes:
     return _HEAD.pack(
         MAGIC,
@@ -222,7 +241,8 @@ def _pack_head(
         | (FLAG_VARY_STUB if entry.vary_stub else 0)
         | (FLAG_TAG_VERSIONS if versioned else 0)
         | (FLAG_HANDLER_ETAG if entry.handler_etag else 0)
-        | (FLAG_NO_CACHE if entry.no_cache else 0),
+        | (FLAG_NO_CACHE if entry.no_cache else 0)
+        | (FLAG_ENCODED if entry.encoded else 0),
         entry.status,
         entry.stored_at,
         entry.ttl,
@@ -232,7 +252,7 @@ def _pack_head(
         len(etag),
         len(headers),
         len(tags),
-        len(entry.body),
+        body_len,
     )
 
 
@@ -269,7 +289,13 @@ def decode(data: bytes) -> CachedResponse:
                 entry.no_cache,
             ) = known
             entry.body = data[body_at:]
+            entry.encoded = ()
             entry.size = len(data)
+            if data[3] & FLAG_ENCODED:
+                try:
+                    entry.encoded, entry.body = stored_codings.split(entry.body)
+                except (struct.error, ValueError, UnicodeDecodeError) as exc:
+                    raise CorruptEntry(str(exc)) from None
             return entry
     try:
         entry = _decode(data)
@@ -335,7 +361,8 @@ _new_entry: Final = object.__new__
 
 
 def _remember_head(data: bytes, entry: CachedResponse) -> None:
-    head = data[: len(data) - len(entry.body)]
+    etag_len, headers_len, tags_len, _ = _LENGTHS.unpack_from(data, _LENGTHS_AT)
+    head = data[: _HEAD_SIZE + etag_len + headers_len + tags_len]
     fields = cast(_Head, _head_of(entry))
     _HEADS.put(head, fields, getsizeof(head) + _head_size(fields))
 
@@ -405,10 +432,14 @@ def _decode(data: bytes) -> CachedResponse:
         if len(tags) % 2:
             raise CorruptEntry("tag block without one version per tag")
         tags, versions = tags[: len(tags) // 2], tags[len(tags) // 2 :]
+    body = data[end:]
+    encoded: tuple[tuple[str, bytes], ...] = ()
+    if flags & FLAG_ENCODED:
+        encoded, body = stored_codings.split(body)
     return CachedResponse(
         status,
         lines,
-        data[end:],
+        body,
         stored_at,
         ttl,
         grace,
@@ -422,4 +453,5 @@ def _decode(data: bytes) -> CachedResponse:
         tuple(versions),
         bool(flags & FLAG_HANDLER_ETAG),
         bool(flags & FLAG_NO_CACHE),
+        encoded,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cachekit import keys, policy
+from cachekit import encodings, keys, policy
 from cachekit.settings import handler_setting_name
 from cachekit.url_memo import memoized_url_component
 
@@ -54,6 +54,8 @@ class HandlerSpec:
     sync_key: Callable[[web.Request], str] | None = None
     #: Whether the decorator named `statuses` (then only those are stored).
     statuses_declared: bool = False
+    #: Content codings to store this handler's responses in (None: the `compress` setting).
+    compress: tuple[str, ...] | None = None
 
     @classmethod
     def build(
@@ -71,6 +73,7 @@ class HandlerSpec:
         unless: Callable[[web.Request], bool | Awaitable[bool]] | None,
         emit_cache_control: bool | None = None,
         honor_request_cache_control: bool | None = None,
+        compress: str | Iterable[str] | None = None,
     ) -> HandlerSpec:
         """Validate the decorator's arguments; raises ValueError/TypeError at import time."""
         if not inspect.iscoroutinefunction(handler):
@@ -115,6 +118,9 @@ class HandlerSpec:
             authorization_keyed="authorization" in vary_names or key is not None,
             sync_key=sync_key,
             statuses_declared=statuses is not None,
+            compress=None
+            if compress is None
+            else encodings.parse_codings(compress if isinstance(compress, str) else list(compress)),
         )
 
     async def base_key(self, request: web.Request) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from cachekit import policy
+from cachekit import encodings, policy
 from cachekit.settings import CacheSettings
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ class HandlerState:
     emit_cache_control: bool
     honor_request_cache_control: bool
     configured: policy.Configured
+    #: Content codings its compressible entries are stored in, those this process has.
+    codings: tuple[str, ...] = ()
 
 
 def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:
@@ -50,6 +52,7 @@ def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:
             honor if honor is not None else settings.honor_request_cache_control
         ),
         configured=configured,
+        codings=encodings.usable(spec.compress if spec.compress is not None else settings.compress),
     )
 
 

@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, MutableMultiMapping, istr
 
-from cachekit import conditional, directives
+from cachekit import conditional, directives, encodings
 from cachekit.aiohttp_internals import Wire, build_wire, new_hit_response
 from cachekit.entry import CachedResponse, body_etag, header_name, lines_size, strings_size
 from cachekit.memo import BoundedMemo
@@ -63,6 +63,7 @@ def to_entry(
     compress: bool,
     added: Sequence[tuple[str, str]] = (),
     no_cache: bool = False,
+    encoded: tuple[tuple[str, bytes], ...] = (),
 ) -> CachedResponse:
     """Build the entry to store from a response the policy found storable.
 
@@ -95,6 +96,7 @@ def to_entry(
         compress=compress,
         handler_etag=handler_etag,
         no_cache=no_cache,
+        encoded=encoded,
     )
 
 
@@ -106,47 +108,94 @@ def from_entry(
     *,
     not_modified: bool = False,
     emit_cache_control: bool = False,
+    coding: str | None = None,
 ) -> web.Response:
     """A new response from a stored entry: its status, header lines and body (or a 304 with
-    the fields RFC 9110 §15.4.5 lists), plus `Age`, `Cache-Status` and `X-Cache`."""
+    the fields RFC 9110 §15.4.5 lists), plus `Age`, `Cache-Status` and `X-Cache`. `coding`:
+    one of the entry's content codings to send (None: the identity body)."""
     age = int(now - entry.stored_at)  # entry.age() and entry.remaining(), without the calls
     probe = (age, int(entry.fresh_until - now), status, x_cache, emit_cache_control, entry.ttl)
+    stored = entry.headers
+    encoded = entry.encoded
     if not_modified:
-        lines = (*conditional.not_modified_lines(entry.headers), *_ours(entry.headers, probe))
-        return web.Response(status=304, headers=lines)
+        lines = representation_lines(entry, coding) if encoded else stored
+        ours = _ours(lines, probe)
+        return web.Response(status=304, headers=(*conditional.not_modified_lines(lines), *ours))
     # The header block changes at most once a second: hits within that second share one
     # multidict (each response gets a copy), instead of formatting and hashing every line.
-    # Keyed by the stored lines, so that each newly decoded copy of a Redis entry finds it.
-    stored = entry.headers
-    known = _BLOCKS.get(stored)
+    # Keyed by the stored lines (and the coding sent, for an entry that has codings), so
+    # that each newly decoded copy of a Redis entry finds it.
+    memo_key: _BlockKey = (stored, coding or "") if encoded else stored
+    body = entry.body if coding is None else _coded(encoded, coding)
+    known = _BLOCKS.get(memo_key)
     if known is not None and known[0] == probe:
         headers, wire = known[1], known[2]
     else:
-        headers, wire = _header_block(stored, probe, entry)
+        lines = representation_lines(entry, coding) if encoded else stored
+        headers, wire = _header_block(memo_key, lines, probe, entry.status, len(body))
     if entry.compress:
-        response = web.Response(status=entry.status, body=entry.body, headers=headers)
+        response = web.Response(status=entry.status, body=body, headers=headers)
         response.enable_compression()
         return response
-    return new_hit_response(entry.status, entry.body, headers, wire)
+    return new_hit_response(entry.status, body, headers, wire)
+
+
+def _coded(encoded: tuple[tuple[str, bytes], ...], coding: str) -> bytes:
+    for name, data in encoded:
+        if name == coding:
+            return data
+    raise KeyError(coding)
+
+
+def representation_lines(entry: CachedResponse, coding: str | None) -> tuple[tuple[str, str], ...]:
+    """The header lines of the representation sent from an entry that has content codings:
+    `Vary: Accept-Encoding` added (every answer from it depends on that header), and for a
+    coding its `Content-Encoding` and its own ETag (RFC 9110 §8.8.3)."""
+    lines = list(entry.headers)
+    if coding is not None:
+        etag = encodings.encoded_etag(entry.etag, coding)
+        lines = [(name, etag) if name.lower() == "etag" else (name, value) for name, value in lines]
+        lines.append((_CONTENT_ENCODING, coding))
+    varies = directives.vary_names(directives.header_values(lines, "Vary"))
+    if "accept-encoding" not in varies and "*" not in varies:
+        lines.append((_VARY, "Accept-Encoding"))
+    return tuple(lines)
+
+
+_CONTENT_ENCODING: Final = hdrs.CONTENT_ENCODING
+_VARY: Final = hdrs.VARY
 
 
 def part_from_entry(
-    entry: CachedResponse, part: ByteRange | Unsatisfiable, now: float, status: str, x_cache: str
+    entry: CachedResponse,
+    part: ByteRange | Unsatisfiable,
+    now: float,
+    status: str,
+    x_cache: str,
+    *,
+    coding: str | None = None,
 ) -> web.Response:
-    """A `206 Partial Content` with `part` of a stored 200 (its header lines, the part's
-    `Content-Range`), or a `416` naming the stored length (RFC 9110 §15.3.7, §15.5.17)."""
+    """A `206 Partial Content` with `part` of a stored 200 (of the representation in
+    `coding`: its header lines, the part's `Content-Range`), or a `416` naming the
+    representation's length (RFC 9110 §15.3.7, §15.5.17)."""
     probe = (int(now - entry.stored_at), int(entry.fresh_until - now), status, x_cache, False, 0.0)
+    stored = representation_lines(entry, coding) if entry.encoded else entry.headers
     if isinstance(part, Unsatisfiable):
-        lines = ((hdrs.CONTENT_RANGE, part.content_range), *_ours(entry.headers, probe))
+        lines = ((hdrs.CONTENT_RANGE, part.content_range), *_ours(stored, probe))
         return web.Response(status=416, headers=lines)
-    headers = CIMultiDict(entry.headers)
-    headers.extend(_ours(entry.headers, probe))
+    body = entry.body if coding is None else _coded(entry.encoded, coding)
+    headers = CIMultiDict(stored)
+    headers.extend(_ours(stored, probe))
     headers[hdrs.CONTENT_RANGE] = part.content_range
-    return web.Response(status=206, body=entry.body[part.first : part.last + 1], headers=headers)
+    return web.Response(status=206, body=body[part.first : part.last + 1], headers=headers)
 
 
 def _header_block(
-    stored: tuple[tuple[str, str], ...], probe: Probe, entry: CachedResponse
+    memo_key: _BlockKey,
+    stored: tuple[tuple[str, str], ...],
+    probe: Probe,
+    status_code: int,
+    body_length: int,
 ) -> tuple[CIMultiDict[str], Wire | None]:
     # Stored and decoded entries name their lines with istr (`entry.header_name`): aiohttp
     # iterates the lines to send them, and a CIMultiDict turns every plain-str name into a
@@ -158,10 +207,10 @@ def _header_block(
         # What `prepare` would add: set here, it leaves the block as the prebuilt bytes
         # (`aiohttp_internals.Wire`) send it, with the shortcut on or off.
         headers.add(hdrs.SERVER, SERVER_SOFTWARE)
-    # For this entry's status and body length: another entry with equal lines but another
-    # status or length finds the block and sends it the ordinary way.
-    wire = build_wire(entry.status, headers, len(entry.body))
-    _BLOCKS.put(stored, (probe, headers, wire), _block_size(stored, headers, ours, wire))
+    # For this status and body length: another entry with equal lines but another status
+    # or length finds the block and sends it the ordinary way.
+    wire = build_wire(status_code, headers, body_length)
+    _BLOCKS.put(memo_key, (probe, headers, wire), _block_size(stored, headers, ours, wire))
     return headers, wire
 
 
@@ -173,8 +222,10 @@ Probe = tuple[int, int, str, str, bool, float]
 #: equal block), with their bytes on the wire.
 BLOCKS_MAX_BYTES: Final = 4 << 20
 _Lines = tuple[tuple[str, str], ...]
+#: The stored lines; or, for an entry with content codings, the lines and the coding sent.
+_BlockKey = _Lines | tuple[_Lines, str]
 _Block = tuple[Probe, CIMultiDict[str], Wire | None]
-_BLOCKS: Final[BoundedMemo[_Lines, _Block]] = BoundedMemo("header blocks", BLOCKS_MAX_BYTES)
+_BLOCKS: Final[BoundedMemo[_BlockKey, _Block]] = BoundedMemo("header blocks", BLOCKS_MAX_BYTES)
 
 # Per block: the (probe, headers, wire) tuple, the probe with its two ints and float, and
 # the wire (a tuple) with its ints, `Content-Length` text and bytes object.

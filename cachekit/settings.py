@@ -6,10 +6,11 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from cachekit.backends.sentinel_url import parse_sentinel_url
+from cachekit.encodings import parse_codings
 
 ENV_PREFIX = "CACHEKIT_"
 NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -132,6 +133,16 @@ class CacheSettings(BaseSettings):
             " comma-separated."
         ),
     )
+    compress: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("gzip",),
+        description=(
+            "Content codings stored with each compressible entry, in order of preference"
+            " (gzip, br, zstd; e.g. 'br,gzip'); empty: none."
+        ),
+    )
+    compress_min_bytes: int = Field(
+        default=1024, ge=0, description="Bodies shorter than this are stored uncompressed."
+    )
     honor_request_cache_control: bool = Field(
         default=False,
         description="Act on the request's no-cache, no-store, max-age and only-if-cached.",
@@ -196,6 +207,15 @@ class CacheSettings(BaseSettings):
     def _normalise_ttl_names(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {handler_setting_name(str(name)): ttl for name, ttl in value.items()}
+        return value
+
+    @field_validator("compress", mode="before")
+    @classmethod
+    def _parse_compress(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str | list | tuple):
+            return parse_codings(value)
         return value
 
     @field_validator("redis_url")

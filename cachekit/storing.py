@@ -9,7 +9,7 @@ from typing import Final
 
 from aiohttp import web
 
-from cachekit import keys, policy
+from cachekit import encodings, keys, policy
 from cachekit.cache import Cache
 from cachekit.directives import header_values
 from cachekit.entry import CachedResponse, header_name
@@ -125,6 +125,17 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
         response[SURROGATE_LINE] = line
         added = (line,)
     life = policy.lifetime(facts, cache.configured(spec), cache.clock())
+    codings = cache.handler(spec).codings
+    encoded: tuple[tuple[str, bytes], ...] = ()
+    if (
+        decision.allowed
+        and codings
+        and encodings.compressible(
+            response.status, lines, len(body), cache.settings.compress_min_bytes
+        )
+    ):
+        # Once per fill, into every configured coding; hits send these bytes untouched.
+        encoded = encodings.compress_all(body, codings)
     entry = to_entry(
         response.status,
         lines,
@@ -135,9 +146,12 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
         stale_if_error=life.stale_if_error,
         tags=tags,
         generation=job.generation,
-        compress=isinstance(response, web.Response) and bool(response.compression),
+        # aiohttp's own compression (`enable_compression()`) on every hit, unless cachekit
+        # stores codings of its own: then the body is stored as the handler rendered it.
+        compress=not encoded and isinstance(response, web.Response) and bool(response.compression),
         added=added,
         no_cache=life.no_cache,
+        encoded=encoded,
     )
     if not decision.allowed:
         reason = decision.reason

@@ -47,6 +47,9 @@ entries = st.builds(
     vary_stub=st.booleans(),
     handler_etag=st.booleans(),
     no_cache=st.booleans(),
+    encoded=st.lists(
+        st.tuples(st.sampled_from(["gzip", "br", "zstd"]), st.binary(max_size=60)), max_size=3
+    ).map(tuple),
 )
 
 SAMPLE = CachedResponse(

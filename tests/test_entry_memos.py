@@ -62,7 +62,9 @@ def test_a_head_seen_before_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_remembered_head_builds_every_field_the_constructor_would() -> None:
-    assert set(entry_format.HEAD_FIELDS) | {"body", "size"} == set(CachedResponse.__slots__)
+    assert set(entry_format.HEAD_FIELDS) | {"body", "size", "encoded"} == set(
+        CachedResponse.__slots__
+    )
     stored = entry(stored_at=1000.5, grace=3.0, stale_if_error=9.0, tags=("a",), compress=True)
     raw = entry_format.encode(stored)
     parsed = entry_format.decode(raw)
@@ -79,10 +81,15 @@ def _decoded_or_error(data: bytes) -> object:
         return entry_format.CorruptEntry
 
 
-def test_a_remembered_head_decides_nothing_the_full_parse_would_not() -> None:
+@pytest.mark.parametrize("encoded", [(), (("gzip", b"gz-bytes"),), (("br", b"b"), ("gzip", b"gz"))])
+@pytest.mark.parametrize("body", [b'{"ok": true}', b""])
+def test_a_remembered_head_decides_nothing_the_full_parse_would_not(
+    encoded: tuple[tuple[str, bytes], ...], body: bytes
+) -> None:
     # Every truncation, extension and single-byte change of an entry decodes exactly as it
-    # does with the memo empty (where it must be parsed and checked in full).
-    raw = entry_format.encode(entry(stored_at=1000.0, tags=("t",)))
+    # does with the memo empty (where it must be parsed and checked in full), with and
+    # without content codings in its body region.
+    raw = entry_format.encode(entry(stored_at=1000.0, tags=("t",), encoded=encoded, body=body))
     changed = [raw[:cut] for cut in range(len(raw))] + [raw + b"x", raw + raw]
     for at in range(len(raw)):
         changed += [raw[:at] + bytes([value]) + raw[at + 1 :] for value in (0, 255)]

@@ -41,9 +41,15 @@ def imported_modules(path: Path) -> set[str]:
 def test_settings_check_sentinel_urls_without_redis_code() -> None:
     settings = imported_modules(PACKAGE / "settings.py")
     parser = imported_modules(PACKAGE / "backends" / "sentinel_url.py")
+    codings = imported_modules(PACKAGE / "encodings.py")
     assert {name for name in settings if name.startswith("cachekit")} == {
-        "cachekit.backends.sentinel_url"
+        "cachekit.backends.sentinel_url",
+        "cachekit.encodings",
     }
-    for name in settings | parser:
+    for name in settings | parser | codings:
         assert name.split(".")[0] not in ("redis", "hiredis"), name
     assert not any(name.startswith("cachekit") for name in parser)
+    assert {name for name in codings if name.startswith("cachekit")} <= {
+        "cachekit.directives",
+        "cachekit.memo",
+    }

@@ -24,7 +24,8 @@ def entry_cost(key: str, entry: CachedResponse) -> int:
     """Approximate resident bytes of one entry in this store."""
     headers = sum(len(name) + len(value) + HEADER_OVERHEAD for name, value in entry.headers)
     tags = sum(len(tag) + TAG_OVERHEAD for tag in entry.tags)
-    return ENTRY_OVERHEAD + len(key) + len(entry.body) + len(entry.etag) + headers + tags
+    body = len(entry.body) + sum(len(data) for _, data in entry.encoded)
+    return ENTRY_OVERHEAD + len(key) + body + len(entry.etag) + headers + tags
 
 
 class MemoryStore:

@@ -1,0 +1,49 @@
+"""The body region of an entry stored in content codings (`entry.FLAG_ENCODED`): a small
+table, then each coding's bytes, then the identity body if kept (often not: any coding
+gives it back). Kept apart from `entry.py` so that the head's format stays readable."""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+_COUNT: Final = struct.Struct("<B")
+_ITEM: Final = struct.Struct("<BI")  # name length, data length; the name follows
+
+Encoded = tuple[tuple[str, bytes], ...]
+
+
+def pack(encoded: Encoded, body: bytes) -> bytes:
+    """The body region for `encoded` codings and the identity `body` (may be empty)."""
+    if len(encoded) > 255:
+        raise ValueError("too many codings")
+    parts = [_COUNT.pack(len(encoded))]
+    for name, data in encoded:
+        raw = name.encode("ascii")
+        parts.append(_ITEM.pack(len(raw), len(data)) + raw)
+    parts.extend(data for _, data in encoded)
+    parts.append(body)
+    return b"".join(parts)
+
+
+def split(region: bytes) -> tuple[Encoded, bytes]:
+    """The codings and identity body of a body region; ValueError when malformed."""
+    (count,) = _COUNT.unpack_from(region, 0)
+    offset = _COUNT.size
+    items = []
+    for _ in range(count):
+        name_len, data_len = _ITEM.unpack_from(region, offset)
+        offset += _ITEM.size
+        name = region[offset : offset + name_len].decode("ascii")
+        if len(name) != name_len or not name:
+            raise ValueError("truncated coding name")
+        offset += name_len
+        items.append((name, data_len))
+    encoded = []
+    for name, data_len in items:
+        data = region[offset : offset + data_len]
+        if len(data) != data_len:
+            raise ValueError("truncated coding data")
+        encoded.append((name, data))
+        offset += data_len
+    return tuple(encoded), region[offset:]
