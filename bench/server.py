@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import warnings
 from collections.abc import Callable
 from typing import Final
@@ -33,6 +34,35 @@ def limit_app(config: ServerConfig, upstream: Upstream) -> web.Application:
         return json_response(prebuilt)
 
     del config  # same for every backend
+    slow = uncached_handlers(upstream)[1]
+    return add_pages(base_app(upstream), items, slow)
+
+
+def limit_gzip_app(config: ServerConfig, upstream: Upstream) -> web.Application:
+    """The ceiling for gzip clients: one prebuilt gzip body (level 6), no cache."""
+    prebuilt = gzip.compress(page_body(1), compresslevel=6)
+
+    async def items(_: web.Request) -> web.Response:
+        response = json_response(prebuilt)
+        response.headers["Content-Encoding"] = "gzip"
+        response.headers["Vary"] = "Accept-Encoding"
+        return response
+
+    del config
+    slow = uncached_handlers(upstream)[1]
+    return add_pages(base_app(upstream), items, slow)
+
+
+def aiohttp_compression_app(config: ServerConfig, upstream: Upstream) -> web.Application:
+    """What users do without cachekit's codings: aiohttp compresses every response."""
+    prebuilt = page_body(1)
+
+    async def items(_: web.Request) -> web.Response:
+        response = json_response(prebuilt)
+        response.enable_compression()
+        return response
+
+    del config
     slow = uncached_handlers(upstream)[1]
     return add_pages(base_app(upstream), items, slow)
 
@@ -69,6 +99,8 @@ def cachekit_app(config: ServerConfig, upstream: Upstream) -> web.Application:
 
 BUILDERS: Final[dict[str, Callable[[ServerConfig, Upstream], web.Application]]] = {
     "limit": limit_app,
+    "limit-gzip": limit_gzip_app,
+    "aiohttp-compression": aiohttp_compression_app,
     "uncached": uncached_app,
     "cachekit": cachekit_app,
     "aiohttp-cache": peers.aiohttp_cache_app,

@@ -105,10 +105,10 @@ def measure(
         warm(variant, base, keys_of(variant) if warm_keys is None else warm_keys)
         spread = SPREAD_KEYS if variant.spread else 0
         if warmup > 0:
-            wrk.run(base, warmup, spread)  # unmeasured: the process settles under load
+            wrk.run(base, warmup, spread, gzip=variant.gzip)  # unmeasured: load settles
         before = client.counters(base)
         cpu = server.cpu_seconds(), redis.cpu_seconds() if redis_url and redis else 0.0
-        result = wrk.run(base, duration, spread)
+        result = wrk.run(base, duration, spread, gzip=variant.gzip)
         cpu_after = server.cpu_seconds(), redis.cpu_seconds() if redis_url and redis else 0.0
         after = client.counters(base)
         if not server.alive:
@@ -169,8 +169,11 @@ def render(
     outcomes: list[Outcome], rounds: int, duration: float, connections: int, warmup: float
 ) -> str:
     """The Markdown report: medians per variant and the ratio to `limit`."""
-    limit = next((o for o in outcomes if o.variant.name == "limit"), None)
-    limit_rps = report.median([s.wrk.rps for s in limit.samples]) if limit else 0.0
+    bases = {
+        o.variant.name: report.median([s.wrk.rps for s in o.samples])
+        for o in outcomes
+        if o.variant.name in ("limit", "limit-gzip") and o.samples
+    }
     rows = []
     for outcome in outcomes:
         if outcome.skipped is not None or not outcome.samples:
@@ -186,7 +189,12 @@ def render(
                 f"{min(rps):,.0f}-{max(rps):,.0f}",
                 f"{report.median([s.wrk.p50_ms for s in samples]):.2f}",
                 f"{report.median([s.wrk.p99_ms for s in samples]):.2f}",
-                f"{report.median(rps) / limit_rps:.2f}x" if limit_rps else "-",
+                (
+                    f"{report.median(rps) / bases[outcome.variant.base]:.2f}x"
+                    + (" (of limit-gzip)" if outcome.variant.gzip else "")
+                    if bases.get(outcome.variant.base)
+                    else "-"
+                ),
                 f"{report.median([s.cpu_us(s.server_cpu) for s in samples]):,.0f}",
                 f"{redis_us:,.0f}" if outcome.variant.uses_redis else "-",
                 f"{report.median(per_mget):.1f}" if per_mget else "-",

@@ -17,11 +17,18 @@ class Variant:
     backend: str  # none | memory | redis | redis-near (Redis with cachekit's near cache)
     spread: bool
     description: str
+    #: wrk sends `Accept-Encoding: gzip, deflate, br` (the ratio's base is then limit-gzip).
+    gzip: bool = False
 
     @property
     def cached(self) -> bool:
         """Whether the variant caches (so its handler must not run once warm)."""
-        return self.kind not in {"limit", "uncached"}
+        return self.kind not in {"limit", "uncached", "limit-gzip", "aiohttp-compression"}
+
+    @property
+    def base(self) -> str:
+        """The variant its ratio is taken against."""
+        return "limit-gzip" if self.gzip else "limit"
 
     @property
     def uses_redis(self) -> bool:
@@ -61,6 +68,47 @@ ALL: Final = (
         True,
         "@cached, Redis + near cache, 1,000 keys",
     ),
+    Variant(
+        "limit-gzip",
+        "limit-gzip",
+        "none",
+        False,
+        "prebuilt gzip bytes of the 13 KB body (Content-Encoding: gzip), no cache: the ceiling"
+        " for clients sending Accept-Encoding",
+        gzip=True,
+    ),
+    Variant(
+        "aiohttp-compression",
+        "aiohttp-compression",
+        "none",
+        False,
+        "prebuilt 13 KB body with enable_compression(), no cache: gzip on every request",
+        gzip=True,
+    ),
+    Variant(
+        "cachekit-memory-gzip",
+        "cachekit",
+        "memory",
+        False,
+        "@cached (compress=gzip), embedded store, hot key, gzip clients",
+        gzip=True,
+    ),
+    Variant(
+        "cachekit-redis-gzip",
+        "cachekit",
+        "redis",
+        False,
+        "@cached (compress=gzip), Redis, one hot key, gzip clients",
+        gzip=True,
+    ),
+    Variant(
+        "cachekit-redis-spread-gzip",
+        "cachekit",
+        "redis",
+        True,
+        "@cached (compress=gzip), Redis, 1,000 keys, gzip clients",
+        gzip=True,
+    ),
     _peer("aiohttp-cache", "memory"),
     _peer("aiohttp-cache", "redis"),
     _peer("aiocache", "memory"),
@@ -72,6 +120,18 @@ ALL: Final = (
     _peer("cashews", "redis", spread=True),
 )
 BY_NAME: Final = {variant.name: variant for variant in ALL}
+#: `python -m bench run --variants gzip`: what content codings stored with entries give.
+GZIP: Final = (
+    "limit",
+    "limit-gzip",
+    "aiohttp-compression",
+    "cachekit-memory",
+    "cachekit-memory-gzip",
+    "cachekit-redis",
+    "cachekit-redis-gzip",
+    "cachekit-redis-spread",
+    "cachekit-redis-spread-gzip",
+)
 DEFAULT: Final = (
     "limit",
     "uncached",
@@ -98,11 +158,15 @@ def parse(text: str, *, with_limit: bool = True) -> list[Variant]:
             names += [variant.name for variant in ALL]
         elif part == "default":
             names += DEFAULT
+        elif part == "gzip":
+            names += GZIP
         elif part in BY_NAME:
             names.append(part)
         elif part:
             known = ", ".join(variant.name for variant in ALL)
-            raise ValueError(f"unknown variant {part!r}; known: {known}, default, all")
+            raise ValueError(f"unknown variant {part!r}; known: {known}, default, gzip, all")
     if with_limit and "limit" not in names:
         names.insert(0, "limit")
+    if with_limit and "limit-gzip" not in names and any(BY_NAME[n].gzip for n in names):
+        names.insert(1, "limit-gzip")
     return [BY_NAME[name] for name in dict.fromkeys(names)]

@@ -92,13 +92,18 @@ class Wrk:
         """Remove the scripts."""
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def run(self, base_url: str, duration: float, spread_keys: int = 0) -> WrkResult:
-        """Load `base_url` for `duration` s: /items/1, or /items/<random n < spread_keys>."""
+    def run(
+        self, base_url: str, duration: float, spread_keys: int = 0, *, gzip: bool = False
+    ) -> WrkResult:
+        """Load `base_url` for `duration` s: /items/1, or /items/<random n < spread_keys>;
+        `gzip`: as browsers do, with `Accept-Encoding: gzip, deflate, br`."""
         if not base_url.startswith("http://127.0.0.1:"):
             raise ValueError(f"refusing to load a non-loopback URL: {base_url}")
         script = self.spread_script if spread_keys else self.hot_script
         command = [self.binary, "-t", str(THREADS), "-c", str(self.connections)]
         command += ["-d", f"{max(1, round(duration))}s", "--timeout", "5s", "-s", str(script)]
+        if gzip:
+            command += ["-H", "Accept-Encoding: gzip, deflate, br"]
         command.append(f"{base_url}/items/1")
         if spread_keys:
             command += ["--", str(spread_keys)]
