@@ -62,10 +62,9 @@ def answer_from(
     headers = request.headers
     coding = None
     etag = entry.etag
-    if entry.encoded:  # the best of its codings this request accepts (None: identity)
-        coding = encodings.negotiate(
-            headers.get(hdrs.ACCEPT_ENCODING), tuple(name for name, _ in entry.encoded)
-        )
+    if entry.encoded and (accept := headers.get(hdrs.ACCEPT_ENCODING)):
+        # The best of its codings this request accepts (None: identity).
+        coding = encodings.negotiate(accept, tuple(name for name, _ in entry.encoded))
         if coding is not None:
             etag = encodings.encoded_etag(etag, coding)
     matched = False
