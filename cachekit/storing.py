@@ -167,7 +167,9 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
         return Stored(STORED, entry, key, vary)
     else:
         reason = "not-stored"
-    shared = entry if reason in SHAREABLE_REASONS else None
+    # Never a 304 or a 206 for requests that joined the fill: each asked for the whole page.
+    partial = response.status in (206, 304)
+    shared = entry if reason in SHAREABLE_REASONS and not partial else None
     return Stored(f"fwd=miss; detail={reason}", shared, key, vary)
 
 
@@ -226,6 +228,7 @@ async def store_revalidated(
         tags=stale.tags,
         generation=job.generation,
         compress=stale.compress,
+        encoded=stale.encoded,  # the codings of the same body, still valid
         handler_etag=stale.handler_etag
         or bool(header_values(not_modified.headers.items(), "ETag")),
         no_cache=life.no_cache,

@@ -588,3 +588,58 @@ async def test_two_processes_share_one_revalidation(
     assert [await answer.text() for answer in answers] == ["doc"] * 10
     assert asked == [None, '"v1"']
     assert {answer.headers["X-Cache"] for answer in answers} <= {"REVALIDATED", "MISS"}
+
+
+async def test_a_revalidated_entry_keeps_its_content_codings(
+    aiohttp_client: Any, request: pytest.FixtureRequest, store_kind: str, cache_clock: CacheClock
+) -> None:
+    routes = web.RouteTableDef()
+    page = "x" * 5000
+
+    @routes.get("/big")
+    @cached(ttl=10)
+    async def big(request: web.Request) -> web.Response:
+        return not_modified(request, etag="v") or web.Response(
+            text=page, content_type="text/plain", headers={"ETag": '"v"'}
+        )
+
+    url = request.getfixturevalue("real_redis_url") if store_kind == "redis" else None
+    app, _ = make_app(routes, store=make_store(store_kind, url))
+    client = await aiohttp_client(app, auto_decompress=False)
+    await client.get("/big", headers={"Accept-Encoding": "gzip"})
+    cache_clock.advance(11)
+    revalidated = await client.get("/big", headers={"Accept-Encoding": "gzip"})
+    assert_cache(revalidated, "REVALIDATED")
+    assert revalidated.headers["Content-Encoding"] == "gzip"
+    hit = await client.get("/big", headers={"Accept-Encoding": "gzip"})
+    assert_cache(hit, "HIT")
+    assert hit.headers["Content-Encoding"] == "gzip"
+
+
+async def test_a_304_nobody_asked_for_is_never_shared_with_joined_requests(
+    aiohttp_client: Any, request: pytest.FixtureRequest, store_kind: str
+) -> None:
+    # A handler that answers 304 to an unconditional request (a bug of its own): the
+    # requests that joined its fill run the handler themselves instead of getting a 304.
+    gate = asyncio.Event()
+    calls: list[int] = []
+    routes = web.RouteTableDef()
+
+    @routes.get("/odd")
+    @cached(ttl=10)
+    async def odd(request: web.Request) -> web.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            await gate.wait()
+            return web.Response(status=304)
+        return web.Response(text="page")
+
+    client = await client_for(aiohttp_client, request, store_kind, routes)
+    first = asyncio.ensure_future(client.get("/odd"))
+    await asyncio.sleep(0.05)
+    others = [asyncio.ensure_future(client.get("/odd")) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert (await first).status == 304
+    for answer in await asyncio.gather(*others):
+        assert answer.status == 200 and await answer.text() == "page"
