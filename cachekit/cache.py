@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp.web import UrlDispatcher
 
-from cachekit import overrides, policy
+from cachekit import overrides, policy, tracing
 from cachekit.backends.base import UNKNOWN_GENERATION, Answer, Store, StoreError, WriteRefused
 from cachekit.backends.memory import MemoryStore
 from cachekit.counters import PUBLISHED_COUNTERS, CacheStats, Counter
@@ -116,23 +116,40 @@ class Cache:
             return answer
         return await self.fetch(key)
 
-    async def fetch(self, key: str) -> Answer:
-        """`lookup` for a caller that has just peeked: the store's answer, never raises."""
+    async def fetch(self, key: str, handler: str = "") -> Answer:
+        """`lookup` for a caller that has just peeked: the store's answer, never raises (in
+        a `cachekit.lookup` span for `handler` when the application traces)."""
         if not self.breaker.allow():
             self._counters.skipped += 1
             return None, UNKNOWN_GENERATION
+        if tracing.tracer() is not None:
+            return await self._traced_fetch(key, handler)
         try:
             # The store bounds its own lookups by its timeout (they are batched).
             result = await self.store.get(key)
         except LOOKUP_FAILURES as exc:
-            if isinstance(exc, CorruptEntry):
-                self._counters.errors += 1
-                self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
-            else:
-                self._failed(exc)
-            return None, UNKNOWN_GENERATION
+            return self._fetch_failed(key, exc)
         self.breaker.record_success()
         return result
+
+    async def _traced_fetch(self, key: str, handler: str) -> Answer:
+        with tracing.span("cachekit.lookup", handler, key) as current:
+            try:
+                answer = await self.store.get(key)
+            except LOOKUP_FAILURES as exc:
+                tracing.annotate(current, found=False, store_error=True)
+                return self._fetch_failed(key, exc)
+            self.breaker.record_success()
+            tracing.annotate(current, found=answer[0] is not None, store_error=False)
+            return answer
+
+    def _fetch_failed(self, key: str, exc: Exception) -> Answer:
+        if isinstance(exc, CorruptEntry):
+            self._counters.errors += 1
+            self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
+        else:
+            self._failed(exc)
+        return None, UNKNOWN_GENERATION
 
     async def save(self, key: str, entry: CachedResponse) -> bool:
         """Store a fill's entry; False (after counting and logging) when the store failed.

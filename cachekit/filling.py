@@ -9,7 +9,7 @@ from typing import Final
 
 from aiohttp import web
 
-from cachekit import directives, keys
+from cachekit import directives, keys, tracing
 from cachekit.backends.base import UNKNOWN_GENERATION, Answer
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
@@ -88,7 +88,15 @@ class FillLock:
 
 
 async def fill(job: Job, fallback: CachedResponse | None) -> FillOutcome:
-    """The one fill of a key: take the cross-process lock, or wait for its holder's entry."""
+    """The one fill of a key: take the cross-process lock, or wait for its holder's entry
+    (a `cachekit.fill` span when the application traces)."""
+    with tracing.span("cachekit.fill", job.spec.name, job.key) as current:
+        outcome = await _fill(job, fallback)
+        tracing.annotate(current, status=outcome.status, x_cache=outcome.x_cache)
+        return outcome
+
+
+async def _fill(job: Job, fallback: CachedResponse | None) -> FillOutcome:
     cache = job.cache
     lock = FillLock(cache, job.key)  # named after the key looked up, even if a stub moves it
     if cache.lock_is_stuck(lock.key):
@@ -155,6 +163,7 @@ async def _wait_for_holder(job: Job, lock: FillLock) -> CachedResponse | None:
     """
     cache = job.cache
     cache.count("lock_waits")
+    tracing.event("cachekit.lock_wait")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cache.settings.lock_timeout
     delay = 0.005
@@ -174,6 +183,7 @@ async def _wait_for_holder(job: Job, lock: FillLock) -> CachedResponse | None:
         if not held and await lock.take():
             return None
     cache.count("lock_timeouts")
+    tracing.event("cachekit.lock_timeout")
     return None
 
 
@@ -198,10 +208,19 @@ async def _ask_handler(
         if conditional is not None:
             asked, call = stale, job.call_with(conditional)
             job.cache.count("revalidations")
-    try:
-        return await call(), None, asked
-    except web.HTTPException as exc:
-        return exc, exc, asked
+    if asked is None:
+        try:
+            return await call(), None, None
+        except web.HTTPException as exc:
+            return exc, exc, None
+    with tracing.span("cachekit.revalidate", job.spec.name, job.key) as current:
+        try:
+            response: web.StreamResponse = await call()
+            error = None
+        except web.HTTPException as exc:
+            response = error = exc
+        tracing.annotate(current, fwd_status=response.status)
+        return response, error, asked
 
 
 async def _run_and_store(job: Job, fallback: CachedResponse | None) -> FillOutcome:

@@ -84,7 +84,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             now = cache.clock()
             answer = cache.store.peek(key, now)
             if answer is None:
-                answer = await cache.fetch(key)
+                answer = await cache.fetch(key, spec.name)
                 now = cache.clock()
             if answer[0] is not None and answer[0].vary_stub:
                 key, vary, answer = await follow_vary_stub(

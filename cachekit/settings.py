@@ -133,6 +133,13 @@ class CacheSettings(BaseSettings):
             " comma-separated."
         ),
     )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token of the admin API (cachekit.admin.setup_admin), at least 32"
+            " characters; never logged or echoed."
+        ),
+    )
     compress: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("gzip",),
         description=(
