@@ -133,5 +133,5 @@ def test_it_refuses_to_mount_without_a_long_token(caplog: pytest.LogCaptureFixtu
 
 
 def test_the_token_is_never_shown_by_the_settings() -> None:
-    app, cache = make_app(web.RouteTableDef(), admin_token=TOKEN)
+    _, cache = make_app(web.RouteTableDef(), admin_token=TOKEN)
     assert TOKEN not in repr(cache.settings) and TOKEN not in str(cache.settings.model_dump())
