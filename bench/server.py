@@ -81,7 +81,10 @@ def cachekit_app(config: ServerConfig, upstream: Upstream) -> web.Application:
     redis_url = config.redis_url if config.backend.startswith("redis") else None
     near_bytes = 64 << 20 if config.backend == "redis-near" else 0
     settings = CacheSettings(
-        redis_url=redis_url, namespace="cachekit", near_cache_max_bytes=near_bytes
+        redis_url=redis_url,
+        namespace="cachekit",
+        near_cache_max_bytes=near_bytes,
+        metrics_path="/metrics" if config.kind == "cachekit-metrics" else None,
     )
 
     def lookup_counters() -> dict[str, int]:
@@ -103,6 +106,7 @@ BUILDERS: Final[dict[str, Callable[[ServerConfig, Upstream], web.Application]]] 
     "aiohttp-compression": aiohttp_compression_app,
     "uncached": uncached_app,
     "cachekit": cachekit_app,
+    "cachekit-metrics": cachekit_app,
     "aiohttp-cache": peers.aiohttp_cache_app,
     "aiocache": peers.aiocache_app,
     "cashews": peers.cashews_app,

@@ -109,6 +109,20 @@ ALL: Final = (
         "@cached (compress=gzip), Redis, 1,000 keys, gzip clients",
         gzip=True,
     ),
+    Variant(
+        "cachekit-memory-metrics",
+        "cachekit-metrics",
+        "memory",
+        False,
+        "cachekit-memory with Prometheus metrics on (metrics_path)",
+    ),
+    Variant(
+        "cachekit-redis-metrics",
+        "cachekit-metrics",
+        "redis",
+        False,
+        "cachekit-redis with Prometheus metrics on (metrics_path)",
+    ),
     _peer("aiohttp-cache", "memory"),
     _peer("aiohttp-cache", "redis"),
     _peer("aiocache", "memory"),
@@ -120,6 +134,14 @@ ALL: Final = (
     _peer("cashews", "redis", spread=True),
 )
 BY_NAME: Final = {variant.name: variant for variant in ALL}
+#: `python -m bench run --variants metrics`: what counting for Prometheus costs a hit.
+METRICS: Final = (
+    "limit",
+    "cachekit-memory",
+    "cachekit-memory-metrics",
+    "cachekit-redis",
+    "cachekit-redis-metrics",
+)
 #: `python -m bench run --variants gzip`: what content codings stored with entries give.
 GZIP: Final = (
     "limit",
@@ -160,11 +182,15 @@ def parse(text: str, *, with_limit: bool = True) -> list[Variant]:
             names += DEFAULT
         elif part == "gzip":
             names += GZIP
+        elif part == "metrics":
+            names += METRICS
         elif part in BY_NAME:
             names.append(part)
         elif part:
             known = ", ".join(variant.name for variant in ALL)
-            raise ValueError(f"unknown variant {part!r}; known: {known}, default, gzip, all")
+            raise ValueError(
+                f"unknown variant {part!r}; known: {known}, default, gzip, metrics, all"
+            )
     if with_limit and "limit" not in names:
         names.insert(0, "limit")
     if with_limit and "limit-gzip" not in names and any(BY_NAME[n].gzip for n in names):

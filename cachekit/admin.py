@@ -1,7 +1,8 @@
 """A guarded admin API: `setup_admin(app, prefix="/_cache")` mounts a sub-application that
 answers only requests bearing the `admin_token` (`CACHEKIT_ADMIN_TOKEN`).
 
-- `GET {prefix}/stats`: this process's counters and store figures, as JSON.
+- `GET {prefix}/stats`: this process's counters and store figures, and each handler's
+  requests by result, as JSON.
 - `POST {prefix}/purge` with a JSON body, one of `{"tags": [...]}`, `{"keys": [...]}`,
   `{"handler": "get_product", "params": {"id": "7"}}` or `{"namespace": true}`, and
   optionally `"soft": true`: answers what was purged. Bad JSON or unknown fields: 400.
@@ -89,7 +90,17 @@ async def _not_found(request: web.Request) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     cache = request.app[_CACHE]
-    return web.json_response({"pid": os.getpid(), "process": cache.stats()})
+    handlers = {
+        name: {
+            "results": {
+                f"{result}:{reason}" if reason else result: count
+                for (result, reason), count in sorted(results.items())
+            },
+            "requests": sum(results.values()),
+        }
+        for name, results in cache.handler_results()
+    }
+    return web.json_response({"pid": os.getpid(), "process": cache.stats(), "handlers": handlers})
 
 
 def _bad(message: str) -> web.Response:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import hdrs, web
 
 from cachekit import conditional, encodings
@@ -16,6 +18,7 @@ from cachekit.storing import STORED, Call, Job
 def answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
     """The answer for the request that ran the fill."""
     error, response, shared = outcome.error, outcome.response, outcome.shared
+    job.cache.tally(job.spec, request_result(outcome))
     headers = job.request.headers
     # A conditional or Range request is answered from the entry (a 304, a part of it).
     conditional_request = (
@@ -46,6 +49,18 @@ def answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
         raise error
     assert response is not None  # a fill yields a response, an error or an entry
     return marked(response, outcome.x_cache, outcome.status)
+
+
+#: `cachekit_requests_total`'s result of a fill's initiator, by its `X-Cache`.
+_RESULTS: Final = {"REVALIDATED": "revalidated", "STALE": "stale"}
+
+
+def request_result(outcome: FillOutcome) -> str:
+    """What a fill's outcome was for the request that ran it: miss, revalidated, stale
+    (an error replaced by a stale copy) or collapsed (another process's fill answered)."""
+    if outcome.status.endswith("collapsed"):
+        return "collapsed"
+    return _RESULTS.get(outcome.x_cache, "miss")
 
 
 def answer_from(

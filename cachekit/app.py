@@ -78,6 +78,11 @@ def setup_cache(
     cache = Cache(resolved, attached, on_purge=on_purge)
     cache.router = app.router
     app[CACHE_APP_KEY] = cache
+    if resolved.metrics_path is not None:
+        from cachekit import metrics  # noqa: PLC0415  (prometheus-client only when asked for)
+
+        cache.metrics = metrics.metrics()
+        app.router.add_get(resolved.metrics_path, metrics.metrics_handler(cache))
     receiver = None
     if resolved.invalidate_on_unsafe:
         receiver = unsafe_method_receiver(_tag_invalidator)
@@ -93,12 +98,20 @@ def setup_cache(
             # and every response would still pay for the signal (startup runs before aiohttp
             # freezes the signal; a sub-app's is frozen earlier and keeps it).
             signal.remove(receiver)
+        syncing = None
+        if cache.metrics is not None:
+            syncing = asyncio.get_running_loop().create_task(_sync_metrics_every(cache))
         publisher = None
         if cache.store.remote and resolved.stats_interval > 0:
             publisher = asyncio.get_running_loop().create_task(
                 cache.publish_counters_every(resolved.stats_interval)
             )
         yield
+        if syncing is not None:
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncing
+            cache.metrics.sync([cache])
         if publisher is not None:
             publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,6 +121,15 @@ def setup_cache(
 
     app.cleanup_ctx.append(cache_lifecycle)
     return cache
+
+
+async def _sync_metrics_every(cache: Cache) -> None:
+    """Hand this worker's counts to prometheus-client every second (see `cachekit.metrics`)."""
+    from cachekit.metrics import SYNC_SECONDS  # noqa: PLC0415
+
+    while True:
+        await asyncio.sleep(SYNC_SECONDS)
+        cache.metrics.sync([cache])
 
 
 def answers_unsafe_methods(app: web.Application) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -34,6 +35,8 @@ __all__ = ["LOOKUP_FAILURES", "UNKNOWN_GENERATION", "Cache", "CacheStats", "Coun
 LOOKUP_FAILURES: Final = (CorruptEntry, StoreError, TimeoutError)
 #: Bound on explicit operations (invalidate, purge by tag, clear), which may touch many keys.
 ADMIN_TIMEOUT: Final = 30.0
+#: With metrics on, one store lookup in this many is timed (see `fetch`).
+LOOKUP_SAMPLE: Final = 16
 #: Fill locks remembered as stuck (their holder stopped answering), at most.
 STUCK_LOCKS_KEPT: Final = 1024
 
@@ -76,19 +79,48 @@ class Cache:
         #: What this cache resolved per handler (by name; one entry per decorated handler).
         self._handlers: dict[str, HandlerState] = {}
         self._published: dict[str, int] = {}
+        self._store_errors: dict[str, int] = {}
+        self._lookups = 0
+        #: `cachekit.metrics.Metrics` when the app serves metrics (`metrics_path`).
+        self.metrics: Any = None
         #: Hands every applied purge to the app's `on_purge` hook (see `cachekit.purging`).
         self.purges = PurgeNotifier(on_purge)
 
     # ------------------------------------------------------------------ counters
 
-    def count(self, counter: Counter) -> None:
-        """Count one event (see `CacheStats`)."""
+    def count(
+        self,
+        counter: Counter,
+        spec: HandlerSpec | None = None,
+        result: str = "",
+        reason: str = "",
+    ) -> None:
+        """Count one event (see `CacheStats`); with `spec`, also a request's `result`."""
         counters = self._counters
         setattr(counters, counter, getattr(counters, counter) + 1)
+        if spec is not None:
+            self.tally(spec, result, reason)
 
-    def count_hit(self) -> None:
-        """Count one fresh hit (`count("hits")`, without the lookup by name)."""
+    def count_hit(self, state: HandlerState) -> None:
+        """Count one fresh hit of a handler (`count("hits")`, without the lookup by name)."""
         self._counters.hits += 1
+        state.hits += 1
+
+    def tally(self, spec: HandlerSpec, result: str, reason: str = "") -> None:
+        """Count one request of a handler by its result (`cachekit_requests_total`)."""
+        results = self.handler(spec).results
+        results[result, reason] = results.get((result, reason), 0) + 1
+
+    def handler_results(self) -> list[tuple[str, dict[tuple[str, str], int]]]:
+        """Each handler's results so far, fresh hits included."""
+        return [
+            (name, {**state.results, ("hit", ""): state.hits})
+            for name, state in self._handlers.items()
+        ]
+
+    def store_errors(self) -> dict[str, int]:
+        """Failed store calls so far, by operation."""
+        return dict(self._store_errors)
 
     @property
     def counters(self) -> CacheStats:
@@ -124,21 +156,37 @@ class Cache:
             return None, UNKNOWN_GENERATION
         if tracing.tracer() is not None:
             return await self._traced_fetch(key, handler)
+        metrics = self.metrics
+        if metrics is not None:
+            # One lookup in LOOKUP_SAMPLE is timed: observing every one would cost a Redis
+            # hit more than the 3 % metrics may (bench/README.md).
+            self._lookups += 1
+            if self._lookups % LOOKUP_SAMPLE:
+                metrics = None
+        started = time.perf_counter() if metrics is not None else 0.0
         try:
             # The store bounds its own lookups by its timeout (they are batched).
             result = await self.store.get(key)
         except LOOKUP_FAILURES as exc:
             return self._fetch_failed(key, exc)
+        if metrics is not None:
+            metrics.store_timers["lookup"].observe(time.perf_counter() - started)
         self.breaker.record_success()
         return result
 
     async def _traced_fetch(self, key: str, handler: str) -> Answer:
+        # `fetch` when it is traced or timed: kept apart from the plain path of every hit.
+        started = time.perf_counter()
         with tracing.span("cachekit.lookup", handler, key) as current:
             try:
                 answer = await self.store.get(key)
             except LOOKUP_FAILURES as exc:
                 tracing.annotate(current, found=False, store_error=True)
                 return self._fetch_failed(key, exc)
+            finally:
+                if self.metrics is not None:
+                    seconds = time.perf_counter() - started
+                    self.metrics.store_timers["lookup"].observe(seconds)
             self.breaker.record_success()
             tracing.annotate(current, found=answer[0] is not None, store_error=False)
             return answer
@@ -148,7 +196,7 @@ class Cache:
             self._counters.errors += 1
             self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
         else:
-            self._failed(exc)
+            self._failed(exc, "lookup")
         return None, UNKNOWN_GENERATION
 
     async def save(self, key: str, entry: CachedResponse) -> bool:
@@ -195,7 +243,7 @@ class Cache:
             else (self.store.delete_variants(bases))
         )
         count = int(await self._strict(purged))
-        await self.purges.notify(Purge("key", keys=tuple(bases), soft=soft))
+        await self._applied(Purge("key", keys=tuple(bases), soft=soft))
         return count
 
     async def invalidate_tags(self, *tags: str, soft: bool = False) -> int:
@@ -216,13 +264,18 @@ class Cache:
             else (store.invalidate_tags(purge.tags))
         )
         count = int(await self._strict(purged))
-        await self.purges.notify(purge)
+        await self._applied(purge)
         return count
 
     async def clear(self) -> None:
         """Drop every entry of this namespace; raises `StoreError` on failure."""
         await self._strict(self.store.clear())
-        await self.purges.notify(Purge("namespace"))
+        await self._applied(Purge("namespace"))
+
+    async def _applied(self, purge: Purge) -> None:
+        if self.metrics is not None:
+            self.metrics.purges.labels(purge.kind).inc()
+        await self.purges.notify(purge)
 
     async def startup_warnings(self) -> list[str]:
         """The store's configuration problems (see `Store.startup_warnings`), bounded by the
@@ -287,17 +340,17 @@ class Cache:
         if not self.store.remote:
             return True
         return await self._bounded(
-            self.store.acquire_lock(key, token, self.settings.lock_ttl), None
+            self.store.acquire_lock(key, token, self.settings.lock_ttl), None, "lock"
         )
 
     async def unlock(self, key: str, token: str) -> None:
         """Release our fill lock; a failure only means it expires after `lock_ttl`."""
         if self.store.remote:
-            await self._bounded(self.store.release_lock(key, token), None)
+            await self._bounded(self.store.release_lock(key, token), None, "lock")
 
     async def lock_held(self, key: str) -> bool | None:
         """Whether someone holds the fill lock of `key`; None if the store cannot say."""
-        return await self._bounded(self.store.lock_held(key), None)
+        return await self._bounded(self.store.lock_held(key), None, "lock")
 
     def lock_is_stuck(self, key: str) -> bool:
         """Whether the fill lock of `key` was found stuck and may still be held."""
@@ -318,15 +371,19 @@ class Cache:
         """The fill lock of `key` is free again."""
         self._stuck_locks.pop(key, None)
 
-    async def _bounded(self, operation: Coroutine[Any, Any, T], failed: T) -> T:
-        """Run one store operation within the store timeout and the circuit breaker;
-        `failed` when it was skipped or failed (counted, and fed to the breaker)."""
+    async def _bounded(
+        self, operation: Coroutine[Any, Any, T], failed: T, name: str = "store"
+    ) -> T:
+        """Run one store operation (`name`: store or lock) within the store timeout and
+        the circuit breaker; `failed` when it was skipped or failed (counted, and fed to
+        the breaker)."""
         if not self.store.remote:
             return await operation
         if not self.breaker.allow():
             operation.close()
             self._counters.skipped += 1
             return failed
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.redis_timeout):
                 result = await operation
@@ -337,20 +394,32 @@ class Cache:
             self._refusal_log.warning("cache store refused a write (not stored): %s", exc)
             return failed
         except (StoreError, TimeoutError) as exc:
-            self._failed(exc)
+            self._failed(exc, name)
             return failed
+        finally:
+            if self.metrics is not None:
+                self.metrics.store_timers[name].observe(time.perf_counter() - started)
         self.breaker.record_success()
         return result
 
     async def _strict(self, operation: Any) -> Any:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(max(self.settings.redis_timeout, ADMIN_TIMEOUT)):
                 return await operation
         except TimeoutError:
+            self._store_errors["purge"] = self._store_errors.get("purge", 0) + 1
             raise StoreError("cache store timed out") from None
+        except StoreError:
+            self._store_errors["purge"] = self._store_errors.get("purge", 0) + 1
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.store_timers["purge"].observe(time.perf_counter() - started)
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, operation: str = "store") -> None:
         self._counters.errors += 1
+        self._store_errors[operation] = self._store_errors.get(operation, 0) + 1
         self.breaker.record_failure(exc)
 
     # ------------------------------------------------------------------ handlers

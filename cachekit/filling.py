@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import Final
 
 from aiohttp import web
@@ -200,7 +201,22 @@ async def _ask_handler(
 ) -> tuple[web.StreamResponse, web.HTTPException | None, CachedResponse | None]:
     """Call the handler: with the stale entry's validators when it has some (`revalidation`),
     else as the client asked. Returns its response (a raised HTTPException as one), that
-    exception, and the entry a 304 would refresh (None: an ordinary call)."""
+    exception, and the entry a 304 would refresh (None: an ordinary call). Its time goes
+    to `cachekit_fill_duration_seconds` when the app serves metrics."""
+    metrics = job.cache.metrics
+    if metrics is None:
+        return await _call_handler(job)
+    started = time.perf_counter()
+    try:
+        return await _call_handler(job)
+    finally:
+        seconds = time.perf_counter() - started
+        metrics.fill_duration.labels(job.spec.name).observe(seconds)
+
+
+async def _call_handler(
+    job: Job,
+) -> tuple[web.StreamResponse, web.HTTPException | None, CachedResponse | None]:
     stale, call = job.stale, job.call
     asked = None
     if stale is not None and job.call_with is not None and (lines := validators(stale)):

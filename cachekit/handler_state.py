@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from cachekit import encodings, policy
@@ -29,6 +29,10 @@ class HandlerState:
     configured: policy.Configured
     #: Content codings its compressible entries are stored in, those this process has.
     codings: tuple[str, ...] = ()
+    #: Fresh hits answered (the hot path's own counter), and every other result by
+    #: (result, reason): what `cachekit_requests_total` reports per handler.
+    hits: int = 0
+    results: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:

@@ -46,14 +46,14 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             request.method, hdrs.AUTHORIZATION in request.headers, spec.authorization_keyed
         )
         if not admitted.allowed:
-            return await _bypass(cache, call, admitted.reason)
+            return await _bypass(cache, spec, call, admitted.reason)
         # 2. Key: from what aiohttp hands the handler (see `keys`).
         if spec.sync_key is not None and spec.unless is None:
             base = spec.sync_key(request)
         else:
             computed, reason = await _base_with_callables(cache, spec, request)
             if computed is None:
-                return await _bypass(cache, call, reason)
+                return await _bypass(cache, spec, call, reason)
             base = computed
         state = cache.handler(spec)
         directives = (
@@ -95,7 +95,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
             # 5. Verdict, and the answer it calls for.
             verdict = policy.freshness(entry, now, directives)
             if verdict is _FRESH:
-                cache.count_hit()
+                cache.count_hit(state)
                 assert entry is not None
                 return answer_from(
                     request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
@@ -108,17 +108,17 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                 entry,
             )
             if verdict is _STALE:
-                cache.count("stale_hits")
+                cache.count("stale_hits", spec, "stale")
                 cache.start_refresh(key, refresh(job))
                 # `freshness` says STALE only of an entry.
                 return answer_job(job, cast(CachedResponse, entry), "hit; fwd=stale", "STALE")
             cache.count("misses")
             if directives.only_if_cached:
-                return marked(web.Response(status=504), "MISS", "fwd=miss; detail=only-if-cached")
+                return await _unstored_miss(cache, spec, None, "only-if-cached")
             if request.method == "HEAD" or directives.no_store:
                 # A handler may answer HEAD with an empty body; it must never become the GET entry.
                 reason = "head" if request.method == "HEAD" else "no-store"
-                return await run_marked(call, "MISS", f"fwd=miss; detail={reason}")
+                return await _unstored_miss(cache, spec, call, reason)
             if cache.running_fill(key) is not None:
                 continue  # one started while we looked up: join it
             # 6. Fill: this request runs the handler for everyone asking the same key.
@@ -174,9 +174,19 @@ def _find_request(args: tuple[Any, ...]) -> web.Request:
     raise TypeError("a @cached handler takes the request (or is a web.View method)")
 
 
-async def _bypass(cache: Cache, call: Call, reason: str) -> web.StreamResponse:
-    cache.count("bypasses")
+async def _bypass(cache: Cache, spec: HandlerSpec, call: Call, reason: str) -> web.StreamResponse:
+    cache.count("bypasses", spec, "bypass", reason)
     return await run_marked(call, "BYPASS", f"fwd=bypass; detail={reason}")
+
+
+async def _unstored_miss(
+    cache: Cache, spec: HandlerSpec, call: Call | None, reason: str
+) -> web.StreamResponse:
+    """A miss answered without filling: the handler's own answer (None: a 504)."""
+    cache.tally(spec, "miss")
+    if call is None:
+        return marked(web.Response(status=504), "MISS", f"fwd=miss; detail={reason}")
+    return await run_marked(call, "MISS", f"fwd=miss; detail={reason}")
 
 
 async def _base_with_callables(
@@ -216,6 +226,7 @@ async def _join(
     if shared is not None:
         own_key = keys.request_key(base, request, outcome.vary, cache.settings.max_key_length)
         if own_key == outcome.key:
+            cache.tally(spec, "stale" if outcome.x_cache == "STALE" else "collapsed")
             emit = cache.emits_cache_control(spec)
             status, x_cache = (
                 (STALE_IF_ERROR, "STALE") if outcome.x_cache == "STALE" else (COLLAPSED, "MISS")
@@ -228,4 +239,4 @@ async def _join(
     if outcome.error is not None and not isinstance(outcome.error, web.HTTPException):
         raise outcome.error
     # Not shareable (a cookie, a private or streamed response): this request runs its own.
-    return await run_marked(call, "MISS", "fwd=miss; detail=uncollapsible")
+    return await _unstored_miss(cache, spec, call, "uncollapsible")

@@ -133,6 +133,14 @@ class CacheSettings(BaseSettings):
             " comma-separated."
         ),
     )
+    metrics_path: str | None = Field(
+        default=None,
+        pattern=r"^/[A-Za-z0-9/_.~-]*$",
+        description=(
+            "Path at which setup_cache serves Prometheus metrics (needs the prometheus extra);"
+            " unset: no metrics."
+        ),
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description=(

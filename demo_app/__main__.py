@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
+import secrets
 import sys
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsError
 
 from cachekit import CacheSettings
@@ -36,6 +38,17 @@ def load_cache_settings() -> CacheSettings:
         raise ConfigError(f"invalid cache settings: {variable} is not valid JSON") from None
 
 
+def with_operator_extras(settings: CacheSettings) -> CacheSettings:
+    """The demo's settings with an admin token (made up when none is set) and, when
+    prometheus-client is installed and no path is set, metrics at /metrics."""
+    update: dict[str, object] = {}
+    if settings.admin_token is None:
+        update["admin_token"] = SecretStr(secrets.token_urlsafe(32))
+    if settings.metrics_path is None and importlib.util.find_spec("prometheus_client"):
+        update["metrics_path"] = "/metrics"
+    return settings.model_copy(update=update) if update else settings
+
+
 def main() -> None:
     """Configure from the environment and serve until interrupted."""
     logging.basicConfig(
@@ -56,6 +69,18 @@ def main() -> None:
         store,
         config.upstream_delay,
     )
+    settings = with_operator_extras(settings)
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    if token is not None and "CACHEKIT_ADMIN_TOKEN" not in os.environ:
+        # Made up for this run, so the admin API can be tried at once; printed to this
+        # terminal only (set CACHEKIT_ADMIN_TOKEN to choose it).
+        print(
+            f"admin API: curl -H 'Authorization: Bearer {token}'"
+            f" http://{config.host}:{config.port}/_cache/stats",
+            flush=True,
+        )
+    if settings.metrics_path:
+        log.info("metrics on http://%s:%d%s", config.host, config.port, settings.metrics_path)
     app = create_app(settings, upstream_delay=config.upstream_delay)
     try:
         web.run_app(app, host=config.host, port=config.port)

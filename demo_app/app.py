@@ -8,6 +8,7 @@ import math
 from aiohttp import web
 
 from cachekit import CacheSettings, cached, get_cache, not_modified, setup_cache
+from cachekit.admin import setup_admin
 from demo_app.upstream import CATALOGUE, DEFAULT_DELAY, MAX_PRICE, catalogue_context
 
 routes = web.RouteTableDef()
@@ -166,5 +167,7 @@ def create_app(
     app = web.Application()
     app.add_routes(routes)
     app.cleanup_ctx.append(catalogue_context(upstream_delay))
-    setup_cache(app, settings)
+    cache = setup_cache(app, settings)
+    if cache.settings.admin_token is not None:
+        setup_admin(app, "/_cache")  # stats and purges, behind CACHEKIT_ADMIN_TOKEN
     return app

@@ -8,6 +8,9 @@ in Redis (`INCR gunicorn:runs`), so the test can add up every worker's runs. Rou
     GET  /items/{id}   cached 60 s, tagged `item:{id}`; sleeps 200 ms like a slow upstream
     POST /purge/{id}   invalidate_tags("item:{id}") through this worker's cache
     GET  /pid          this worker's pid (to see that both workers answer)
+    GET  /metrics      Prometheus metrics, when CACHEKIT_METRICS_PATH=/metrics is set
+
+Every response names the worker that answered in `X-Pid`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -41,9 +45,17 @@ async def pid(request: web.Request) -> web.Response:
     return web.Response(text=str(os.getpid()))
 
 
+@web.middleware
+async def served_by(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Name the worker that answered (`X-Pid`), so a test can see both at work."""
+    response = await handler(request)
+    response.headers["X-Pid"] = str(os.getpid())
+    return response
+
+
 async def create_app() -> web.Application:
     """The app factory gunicorn calls in each worker."""
-    app = web.Application()
+    app = web.Application(middlewares=[served_by])
     app.router.add_get("/items/{id}", item)
     app.router.add_post("/purge/{id}", purge)
     app.router.add_get("/pid", pid)

@@ -71,8 +71,16 @@ async def test_without_the_token_every_path_is_the_same_401(
 async def test_with_the_token(site: Any) -> None:
     assert (await site.get("/_cache/no-such-page", headers=AUTH)).status == 404
     await site.get("/page")
+    await site.get("/page")
+    await site.get("/page", headers={"Authorization": "x"})  # keyed by the handler: a hit
+    await site.get("/products/3", headers={"Authorization": "x"})
     stats = await (await site.get("/_cache/stats", headers=AUTH)).json()
     assert stats["process"]["misses"] == 1 and stats["process"]["stores"] == 1
+    assert stats["handlers"]["page"] == {"results": {"hit": 2, "miss": 1}, "requests": 3}
+    assert stats["handlers"]["get_product"] == {
+        "results": {"bypass:authorization": 1, "hit": 0},
+        "requests": 1,
+    }
 
 
 async def test_purges(site: Any) -> None:

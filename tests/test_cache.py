@@ -20,6 +20,7 @@ from cachekit.backends.redis import RedisStore
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from cachekit.handler_state import varied_names
+from cachekit.invalidation import spec_of
 from tests.apps import NAMESPACE, make_app, settings
 from tests.redis_servers import free_port
 from tests.test_store_protocol import DictStore
@@ -88,12 +89,20 @@ async def test_failing_store_opens_the_breaker_and_is_skipped(aiohttp_client: An
 
 async def test_counters_are_counted_and_copied() -> None:
     cache = Cache(settings())
+
+    @cached(ttl=1)
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    spec = spec_of(handler)
     cache.count("misses")
-    cache.count_hit()
+    cache.count_hit(cache.handler(spec))
+    cache.count("bypasses", spec, "bypass", "method")
     snapshot = cache.counters
     snapshot.hits = 99  # a copy: the cache's own counters are private
     assert cache.counters.hits == 1 and cache.counters.misses == 1
     assert cache.stats()["hits"] == 1 and cache.stats()["store"] == "memory"
+    assert cache.handler_results() == [("handler", {("bypass", "method"): 1, ("hit", ""): 1})]
 
 
 async def test_stuck_locks_are_remembered_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

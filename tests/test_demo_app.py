@@ -362,6 +362,13 @@ def test_python_m_demo_app_serves_and_stops_on_sigint() -> None:
             assert index["service"] == "cachekit demo"
             product = wait_for_json(f"http://127.0.0.1:{port}/products/1", deadline, proc)
             assert product["id"] == 1
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as metrics:
+                assert b"cachekit_requests_total" in metrics.read()
+            stats_url = f"http://127.0.0.1:{port}/_cache/stats"
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(stats_url, timeout=5)
+            assert refused.value.code == 401
+            refused.value.close()
         finally:
             # SIGINT is what Ctrl+C sends: run_app shuts down cleanly on it.
             proc.send_signal(signal.SIGINT)
@@ -374,3 +381,19 @@ def test_python_m_demo_app_serves_and_stops_on_sigint() -> None:
     assert proc.returncode == 0, output
     assert "store: memory" in output
     assert "Traceback" not in output
+    # A made-up admin token, printed once with a command that uses it.
+    (line,) = [line for line in output.splitlines() if line.startswith("admin API: curl")]
+    assert f"http://127.0.0.1:{port}/_cache/stats" in line
+    assert len(line.split("Bearer ")[1].split("'")[0]) >= 32
+
+
+def test_the_demo_mounts_the_admin_api_with_a_token(tmp_path: Path) -> None:
+    from demo_app.__main__ import with_operator_extras  # noqa: PLC0415
+
+    settings = with_operator_extras(CacheSettings())
+    assert settings.admin_token is not None
+    assert len(settings.admin_token.get_secret_value()) >= 32
+    assert settings.metrics_path == "/metrics"
+    chosen = with_operator_extras(CacheSettings(admin_token="x" * 40, metrics_path="/m"))
+    assert chosen.admin_token is not None and chosen.admin_token.get_secret_value() == "x" * 40
+    assert chosen.metrics_path == "/m"

@@ -25,18 +25,31 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(params=["aiohttp.GunicornWebWorker", "aiohttp.GunicornUVLoopWebWorker"])
 def workers(request: pytest.FixtureRequest, real_redis_url: str) -> Iterator[str]:
     """Two gunicorn workers of tests.gunicorn_app on one free port; their base URL."""
+    yield from _serve(request.param, real_redis_url, {})
+
+
+@pytest.fixture
+def metered_workers(real_redis_url: str, tmp_path: Path) -> Iterator[str]:
+    """`workers` serving /metrics in prometheus-client's multiprocess mode."""
+    extra = {"CACHEKIT_METRICS_PATH": "/metrics", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    yield from _serve("aiohttp.GunicornWebWorker", real_redis_url, extra)
+
+
+def _serve(worker_class: str, real_redis_url: str, extra: dict[str, str]) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEKIT_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(
         CACHEKIT_REDIS_URL=real_redis_url,
         CACHEKIT_NAMESPACE="gunicorn",
         PYTHONPATH=str(ROOT),
+        **extra,
     )
     command = [sys.executable, "-m", "gunicorn", "tests.gunicorn_app:create_app"]
     command += ["--bind", f"127.0.0.1:{port}", "--workers", "2"]
     command += [
         "--worker-class",
-        request.param,
+        worker_class,
         "--graceful-timeout",
         "5",
         "--log-level",
@@ -109,3 +122,45 @@ def test_a_purge_through_one_worker_reaches_the_other(workers: str, real_redis_u
     texts = asyncio.run(scenario())
     assert "item 8 run 1" not in texts, "nobody serves the purged copy"
     assert int(counter.get(RUNS_KEY) or 0) == 2, "one fill after the purge, for both workers"
+
+
+def test_one_scrape_sees_every_worker(metered_workers: str) -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    async def scenario() -> tuple[set[str], list[float]]:
+        pids: set[str] = set()
+        requests = 0
+        async with aiohttp.ClientSession() as session:
+            while len(pids) < 2 and requests < 400:  # until both workers answered hits
+                async with session.get(
+                    f"{metered_workers}/items/9", headers={"Connection": "close"}
+                ) as response:
+                    requests += 1
+                    if response.headers["X-Cache"] == "HIT":
+                        pids.add(response.headers["X-Pid"])
+            hits = requests - 1  # the first request filled the entry
+            totals: list[float] = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                async with session.get(
+                    f"{metered_workers}/metrics", headers={"Connection": "close"}
+                ) as response:
+                    text = await response.text()
+                total = sum(
+                    sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if sample.name == "cachekit_requests_total"
+                    and sample.labels.get("handler") == "item"
+                    and sample.labels.get("result") == "hit"
+                )
+                totals.append(total)
+                if total == hits:
+                    break
+                await asyncio.sleep(0.2)  # each worker syncs every second
+            return pids, [hits, *totals]
+
+    pids, (hits, *totals) = asyncio.run(scenario())
+    assert len(pids) == 2, "both workers answered hits"
+    assert totals[-1] == hits, f"one scrape adds up every worker's hits: {totals} != {hits}"
