@@ -11,7 +11,7 @@ from cachekit import conditional, encodings
 from cachekit.entry import CachedResponse
 from cachekit.flight import FillOutcome
 from cachekit.ranges import RangeAnswer, if_range_holds, select_range
-from cachekit.responses import from_entry, mark, part_from_entry
+from cachekit.responses import coded_body, from_entry, mark, part_from_entry
 from cachekit.storing import STORED, Call, Job
 
 
@@ -115,8 +115,7 @@ def _range_of(
         return None
     if not if_range_holds(request.headers.get(hdrs.IF_RANGE), etag, entry.headers):
         return None
-    length = len(entry.body) if coding is None else len(dict(entry.encoded)[coding])
-    return select_range(request.headers[hdrs.RANGE], length)
+    return select_range(request.headers[hdrs.RANGE], len(coded_body(entry, coding)))
 
 
 def answer_job(job: Job, entry: CachedResponse, status: str, x_cache: str) -> web.Response:

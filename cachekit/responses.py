@@ -126,7 +126,7 @@ def from_entry(
     # Keyed by the stored lines (and the coding sent, for an entry that has codings), so
     # that each newly decoded copy of a Redis entry finds it.
     memo_key: _BlockKey = (stored, coding or "") if encoded else stored
-    body = entry.body if coding is None else _coded(encoded, coding)
+    body = coded_body(entry, coding)
     known = _BLOCKS.get(memo_key)
     if known is not None and known[0] == probe:
         headers, wire = known[1], known[2]
@@ -138,6 +138,11 @@ def from_entry(
         response.enable_compression()
         return response
     return new_hit_response(entry.status, body, headers, wire)
+
+
+def coded_body(entry: CachedResponse, coding: str | None) -> bytes:
+    """The bytes an entry sends in `coding` (None: its identity body)."""
+    return entry.body if coding is None else _coded(entry.encoded, coding)
 
 
 def _coded(encoded: tuple[tuple[str, bytes], ...], coding: str) -> bytes:
@@ -183,7 +188,7 @@ def part_from_entry(
     if isinstance(part, Unsatisfiable):
         lines = ((hdrs.CONTENT_RANGE, part.content_range), *_ours(stored, probe))
         return web.Response(status=416, headers=lines)
-    body = entry.body if coding is None else _coded(entry.encoded, coding)
+    body = coded_body(entry, coding)
     headers = CIMultiDict(stored)
     headers.extend(_ours(stored, probe))
     headers[hdrs.CONTENT_RANGE] = part.content_range
