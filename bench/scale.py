@@ -18,7 +18,7 @@ from bench.throughput import SPREAD_KEYS, Sample, measure
 from bench.variants import BY_NAME
 from bench.wrk import Wrk
 from cachekit.backends.redis import RedisStore
-from cachekit.entry import encode
+from cachekit.entry_format import encode
 
 NAMESPACE = "cachekit"  # what bench.server's cachekit app uses
 BATCH = 10_000

@@ -22,7 +22,8 @@ from cachekit.backends.tag_versions import (
     same_generation,
 )
 from cachekit.backends.topology import REDIS_ERRORS
-from cachekit.entry import CachedResponse, CorruptEntry, decode
+from cachekit.entry import CachedResponse, CorruptEntry
+from cachekit.entry_format import decode
 from cachekit.purging import as_purges_left
 from cachekit.settings import CacheSettings, SettingsError, load_settings
 

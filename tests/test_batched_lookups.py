@@ -13,7 +13,8 @@ import pytest
 
 from cachekit.backends.base import Answer, StoreError
 from cachekit.backends.batched_lookups import LookupBatch, LookupBatcher, RawValues
-from cachekit.entry import CachedResponse, CorruptEntry, encode
+from cachekit.entry import CachedResponse, CorruptEntry
+from cachekit.entry_format import encode
 
 #: The ticket the fake Redis holds (`G:P` = 5:9), as lookups return it.
 TICKET = 5 << 32 | 9

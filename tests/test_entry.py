@@ -12,15 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cachekit.entry import (
-    MAGIC,
-    VERSION,
-    CachedResponse,
-    CorruptEntry,
-    body_etag,
-    decode,
-    encode,
-)
+from cachekit.entry import CachedResponse, CorruptEntry, body_etag
+from cachekit.entry_format import MAGIC, VERSION, decode, encode
 
 # The documented wire layout: magic, version, flags, status, stored_at, ttl, grace,
 # stale_if_error, generation, then the byte lengths of etag, headers, tags and body.

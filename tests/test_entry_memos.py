@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from multidict import istr
 
-from cachekit import entry as entry_format
-from cachekit import memo, responses
+from cachekit import entry as entry_module
+from cachekit import entry_format, memo, responses
 from cachekit.entry import CachedResponse
 
 
@@ -131,12 +131,12 @@ def test_decoded_and_stored_entries_name_their_lines_with_shared_istr() -> None:
 
 
 def test_the_header_name_memo_stays_within_its_budget() -> None:
-    names = entry_format._HEADER_NAMES
+    names = entry_module._HEADER_NAMES
     for n in range(10_000):
-        assert entry_format.header_name(f"X-Name-{n}") == f"X-Name-{n}"
+        assert entry_module.header_name(f"X-Name-{n}") == f"X-Name-{n}"
         assert names.used_bytes <= names.max_bytes
     long_name = "X-" + "n" * names.max_bytes
-    assert entry_format.header_name(long_name) == long_name  # an istr all the same
+    assert entry_module.header_name(long_name) == long_name  # an istr all the same
     assert names.get(long_name) is None
 
 

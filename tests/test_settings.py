@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 
 from cachekit import setup_cache
-from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
+from cachekit.entry import CachedResponse, CorruptEntry
+from cachekit.entry_format import decode, encode
 from cachekit.settings import (
     CacheSettings,
     SettingsError,

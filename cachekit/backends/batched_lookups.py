@@ -32,7 +32,8 @@ from cachekit.backends.tag_versions import (
     recorded_since,
     same_generation,
 )
-from cachekit.entry import CachedResponse, CorruptEntry, decode
+from cachekit.entry import CachedResponse, CorruptEntry
+from cachekit.entry_format import decode
 from cachekit.purging import as_purges_left
 
 #: Lookup batches (MGETs) in flight at once per store. Lookups that arrive while this many

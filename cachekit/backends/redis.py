@@ -61,7 +61,8 @@ from cachekit.backends.tag_versions import (
     ticket_text,
 )
 from cachekit.backends.topology import REDIS_ERRORS, Fill, Topology
-from cachekit.entry import CachedResponse, encode
+from cachekit.entry import CachedResponse
+from cachekit.entry_format import encode
 
 log = logging.getLogger("cachekit.redis")
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from cachekit.entry import CachedResponse, CorruptEntry, decode, encode
+from cachekit.entry import CachedResponse, CorruptEntry
+from cachekit.entry_format import decode, encode
 from cachekit.purging import soft_purged
 
 #: A registered script (redis-py `Script`) called as `script(keys=[...], args=[...])`.
