@@ -39,6 +39,9 @@ SAMPLE_SECONDS: Final = 10.0
 SAMPLES: Final = 90
 #: Handlers kept per snapshot (the most requested); an app with more shows these.
 MAX_HANDLERS: Final = 64
+#: CPython's deque holds its items in linked blocks of 64 slots (8 bytes each, plus links).
+_DEQUE_BLOCK_SLOTS: Final = 64
+_DEQUE_BLOCK_BYTES: Final = 64 * 8 + 16
 
 
 class HandlerFigures(Protocol):
@@ -91,7 +94,7 @@ def take_snapshot(source: HandlerFigures, at: float) -> Snapshot:
 def snapshot_bytes(handlers: int) -> int:
     """An upper estimate of the memory one snapshot of `handlers` handlers keeps (the
     names are the cache's strings, not copies): the dataclass, the names' tuple, the
-    array, and the ring's slot."""
+    array, its time."""
     empty = Snapshot(0.0, (), array("d"))
     doubles = handlers * len(FIELDS) * array("d").itemsize
     return (
@@ -101,7 +104,6 @@ def snapshot_bytes(handlers: int) -> int:
         + sys.getsizeof(array("d"))
         + doubles
         + sys.getsizeof(0.0)
-        + 8
     )
 
 
@@ -124,8 +126,10 @@ class StatsHistory:
 
     @property
     def max_bytes(self) -> int:
-        """What the ring may hold at most (`capacity` snapshots of `MAX_HANDLERS`)."""
-        return self.capacity * snapshot_bytes(MAX_HANDLERS)
+        """What the ring may hold at most: `capacity` snapshots of `MAX_HANDLERS`
+        handlers, and the deque's blocks of `_DEQUE_BLOCK_SLOTS` slots."""
+        blocks = self.capacity // _DEQUE_BLOCK_SLOTS + 2
+        return self.capacity * snapshot_bytes(MAX_HANDLERS) + blocks * _DEQUE_BLOCK_BYTES
 
     def __len__(self) -> int:
         return len(self._ring)
