@@ -6,7 +6,10 @@
 #                             includes the wheel check (tests/test_packaging.py)
 #   make wheel-check          build sdist + wheel, install the wheel into a fresh venv outside
 #                             the checkout, serve the demo's first request from it
-#   make demo                 run the demo app (in-process store by default)
+#   make demo                 run the demo app (in-process store by default); prints the
+#                             admin dashboard's address
+#   make dashboard-screenshot docs/dashboard.png: the dashboard after a few minutes of traffic,
+#                             taken with Debian's chromium (python -m tests.dashboard_screenshot)
 #   make proxy                a caching reverse proxy in front of ORIGIN (demo_app/proxy.py)
 #   make bench                run the benchmarks (python -m bench)
 #   make chaos                faults under load: Redis killed, frozen, full (python -m bench.chaos)
@@ -26,7 +29,7 @@ CHAOS_ARGS ?=
 WHEEL_CHECK_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: test lint wheel-check demo proxy bench chaos clean venv
+.PHONY: test lint wheel-check demo dashboard-screenshot proxy bench chaos clean venv
 
 # _version.py too: the editable install's metadata carries the version (tests/test_packaging.py).
 $(STAMP): pyproject.toml cachekit/_version.py
@@ -48,6 +51,9 @@ wheel-check: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo_app $(DEMO_ARGS)
+
+dashboard-screenshot: $(STAMP)
+	$(BIN)/python -m tests.dashboard_screenshot docs/dashboard.png
 
 # ORIGIN: the origin's base URL (e.g. the demo's: make demo, then make proxy in another shell).
 ORIGIN ?= http://127.0.0.1:8080

@@ -1,16 +1,17 @@
 """The wheel check: what a user gets from ``pip install cachekit`` works outside the checkout.
 
 1. ``python -m build`` makes the sdist and the wheel (in an isolated build environment);
-   the wheel holds ``cachekit/py.typed`` and nothing but the ``cachekit`` package (no
-   tests, benchmarks or demo), and both carry the version of ``cachekit/_version.py``.
+   the wheel holds ``cachekit/py.typed``, the dashboard's assets and nothing but the
+   ``cachekit`` package (no tests, benchmarks or demo), and both carry the version of
+   ``cachekit/_version.py``.
 2. A fresh virtual environment in a temporary directory outside the checkout gets the
    wheel (and its dependencies) with pip; ``import cachekit`` there must come from that
    environment, with ``py.typed``, the version and the ``pytest11`` entry point of
    ``cachekit.testing``.
 3. A copy of ``demo_app/`` (it is not in the wheel) is started with that environment's
    Python on a free 127.0.0.1 port, embedded store; its first request
-   (``GET /products/7``) must answer 200 with ``X-Cache: MISS`` and the second ``HIT``.
-   Then it is stopped.
+   (``GET /products/7``) must answer 200 with ``X-Cache: MISS`` and the second ``HIT``,
+   and the admin dashboard's script (package data) must be served. Then it is stopped.
 
 Every wait is bounded. Run it as ``make wheel-check`` (or ``.venv/bin/python
 .ci/wheel_check.py [--keep] [--python python3.13]``); ``make test`` runs it through
@@ -47,6 +48,14 @@ PROBE_TIMEOUT = 30.0
 READY_TIMEOUT = 20.0  # the demo imports aiohttp and binds its port
 REQUEST_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
+#: Package data the admin dashboard serves (cachekit/dashboard.py): in the wheel, and
+#: served by the demo run from it.
+DASHBOARD_ASSETS = [
+    f"{PACKAGE}/dashboard_assets/{name}"
+    for name in ("dashboard.js", "dashboard.css", "favicon.svg")
+]
+#: The admin token the demo gets here (made up: the demo serves on 127.0.0.1 for seconds).
+DEMO_ADMIN_TOKEN = "wheel-check-" + "t" * 32
 
 
 class CheckFailed(Exception):
@@ -180,8 +189,9 @@ def check_wheel(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     dist_info = wheel.name.split("-py3-")[0] + ".dist-info/"
-    if f"{PACKAGE}/py.typed" not in names:
-        raise CheckFailed(f"{wheel.name} lacks {PACKAGE}/py.typed")
+    for data in (f"{PACKAGE}/py.typed", *DASHBOARD_ASSETS):
+        if data not in names:
+            raise CheckFailed(f"{wheel.name} lacks {data}")
     # Only the package and its metadata: no tests/, bench/, demo_app/ or anything else.
     stray = [n for n in names if not n.startswith((f"{PACKAGE}/", dist_info))]
     if stray:
@@ -238,7 +248,12 @@ def check_import(
 
 def serve_demo(python: Path, app_dir: Path, env: dict[str, str]) -> None:
     port = free_port()
-    demo_env = {**env, "DEMO_HOST": "127.0.0.1", "DEMO_PORT": str(port)}
+    demo_env = {
+        **env,
+        "DEMO_HOST": "127.0.0.1",
+        "DEMO_PORT": str(port),
+        "CACHEKIT_ADMIN_TOKEN": DEMO_ADMIN_TOKEN,
+    }
     log_path = app_dir / "demo.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -261,6 +276,16 @@ def serve_demo(python: Path, app_dir: Path, env: dict[str, str]) -> None:
             print(f"    GET /products/7 -> {status}, X-Cache: {x_cache}")
             if status != 200 or x_cache != expected:
                 raise CheckFailed(f"expected 200 with X-Cache: {expected}, got {status} {x_cache}")
+        # The dashboard's script, read from the installed package's data.
+        script = urllib.request.Request(
+            f"http://127.0.0.1:{port}/_cache/dashboard.js",
+            headers={"Authorization": f"Bearer {DEMO_ADMIN_TOKEN}"},
+        )
+        with opener.open(script, timeout=REQUEST_TIMEOUT) as response:
+            status, size = response.status, len(response.read())
+        print(f"    GET /_cache/dashboard.js -> {status}, {size} bytes")
+        if status != 200 or size < 1000:
+            raise CheckFailed(f"the dashboard's script: {status}, {size} bytes")
     except OSError as exc:
         raise CheckFailed(f"request to the demo failed: {exc}\n{_tail(log_path)}") from None
     finally:

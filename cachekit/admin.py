@@ -7,26 +7,31 @@ answers only requests bearing the `admin_token` (`CACHEKIT_ADMIN_TOKEN`).
   `{"handler": "get_product", "params": {"id": "7"}}` or `{"namespace": true}`, and
   optionally `"soft": true`: answers what was purged. Bad JSON or unknown fields: 400.
 
-The guard runs before routing can say anything: every path under the prefix, known or not,
-and every method, gets the same 401 without the token (the token is compared in constant
-time, never logged or echoed). The sub-application refuses to mount without a token of at
-least `MIN_TOKEN_CHARS` characters.
+- `GET {prefix}/`: the live dashboard (`cachekit.dashboard`), for browsers signed in with
+  `POST {prefix}/login` (`cachekit.admin_auth`).
+
+The guard (`cachekit.admin_auth`) runs before routing can say anything: every path under
+the prefix, known or not, and every method, gets the same 401 without the token (the token
+is compared in constant time, never logged or echoed) or, for reading, a session cookie.
+The sub-application refuses to mount without a token of at least `MIN_TOKEN_CHARS`
+characters.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from pydantic import SecretStr
 
+from cachekit.admin_auth import AdminAuth
 from cachekit.app import get_cache
 from cachekit.backends.base import StoreError
 from cachekit.cache import Cache
+from cachekit.dashboard import mount_dashboard
 from cachekit.invalidation import SPEC_ATTRIBUTE
 from cachekit.settings import SettingsError
 
@@ -36,8 +41,6 @@ MAX_BODY_BYTES: Final = 64 << 10
 _CACHE: Final = web.AppKey("cachekit_admin_cache", Cache)
 _ROUTER: Final = web.AppKey("cachekit_admin_router", web.UrlDispatcher)
 _PURGE_FIELDS: Final = frozenset({"tags", "keys", "handler", "params", "namespace", "soft"})
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def setup_admin(
@@ -53,35 +56,17 @@ def setup_admin(
             f"CACHEKIT_ADMIN_TOKEN: the admin API needs a token of at least {MIN_TOKEN_CHARS}"
             " characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
-    admin = web.Application(
-        middlewares=[_guard(value.encode("utf-8"))], client_max_size=MAX_BODY_BYTES
-    )
+    auth = AdminAuth(value.encode("utf-8"), prefix)
+    admin = web.Application(middlewares=[auth.middleware], client_max_size=MAX_BODY_BYTES)
     admin[_CACHE] = cache
     admin[_ROUTER] = app.router
     admin.router.add_get("/stats", _stats)
     admin.router.add_post("/purge", _purge)
+    mount_dashboard(admin, cache, auth)  # the page, its assets, /history, /logout
     # Every other path and method, so that the guard answers them before routing does.
     admin.router.add_route("*", "/{tail:.*}", _not_found)
     app.add_subapp(prefix.rstrip("/") or "/", admin)
     return admin
-
-
-def _guard(expected: bytes) -> Any:
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get(hdrs.AUTHORIZATION, "")
-        scheme, _, credentials = given.partition(" ")
-        supplied = credentials.strip().encode("utf-8", "surrogateescape")
-        # compare_digest runs in time independent of where the bytes differ.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied, expected):
-            return web.json_response(
-                {"error": "unauthorized"},
-                status=401,
-                headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="cachekit"'},
-            )
-        return await handler(request)
-
-    return guard
 
 
 async def _not_found(request: web.Request) -> web.Response:

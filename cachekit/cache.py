@@ -118,6 +118,16 @@ class Cache:
             for name, state in self._handlers.items()
         ]
 
+    def time_fill(self, spec: HandlerSpec, seconds: float) -> None:
+        """Add one handler call of a fill or refresh, and its duration, to the handler."""
+        state = self.handler(spec)
+        state.fills += 1
+        state.fill_seconds += seconds
+
+    def handler_fill_times(self) -> list[tuple[str, int, float]]:
+        """Each handler's fills and refreshes so far and the seconds their calls took."""
+        return [(name, state.fills, state.fill_seconds) for name, state in self._handlers.items()]
+
     def store_errors(self) -> dict[str, int]:
         """Failed store calls so far, by operation."""
         return dict(self._store_errors)

@@ -33,6 +33,9 @@ class HandlerState:
     #: (result, reason): what `cachekit_requests_total` reports per handler.
     hits: int = 0
     results: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Handler calls made by fills and refreshes, and the seconds they took in all.
+    fills: int = 0
+    fill_seconds: float = 0.0
 
 
 def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:

@@ -79,6 +79,17 @@ def main() -> None:
             f" http://{config.host}:{config.port}/_cache/stats",
             flush=True,
         )
+    if token is not None:
+        # The token goes into the page's sign-in form, never into a URL.
+        source = (
+            "the token above"
+            if "CACHEKIT_ADMIN_TOKEN" not in os.environ
+            else "$CACHEKIT_ADMIN_TOKEN"
+        )
+        print(
+            f"dashboard: http://{config.host}:{config.port}/_cache/ (sign in with {source})",
+            flush=True,
+        )
     if settings.metrics_path:
         log.info("metrics on http://%s:%d%s", config.host, config.port, settings.metrics_path)
     app = create_app(settings, upstream_delay=config.upstream_delay)

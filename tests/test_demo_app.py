@@ -384,7 +384,11 @@ def test_python_m_demo_app_serves_and_stops_on_sigint() -> None:
     # A made-up admin token, printed once with a command that uses it.
     (line,) = [line for line in output.splitlines() if line.startswith("admin API: curl")]
     assert f"http://127.0.0.1:{port}/_cache/stats" in line
-    assert len(line.split("Bearer ")[1].split("'")[0]) >= 32
+    token = line.split("Bearer ")[1].split("'")[0]
+    assert len(token) >= 32
+    # The dashboard's address, without the token (it goes into the sign-in form).
+    (line,) = [line for line in output.splitlines() if line.startswith("dashboard: ")]
+    assert line == f"dashboard: http://127.0.0.1:{port}/_cache/ (sign in with the token above)"
 
 
 def test_the_demo_mounts_the_admin_api_with_a_token(tmp_path: Path) -> None:
