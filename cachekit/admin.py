@@ -6,6 +6,8 @@ answers only requests bearing the `admin_token` (`CACHEKIT_ADMIN_TOKEN`).
 - `POST {prefix}/purge` with a JSON body, one of `{"tags": [...]}`, `{"keys": [...]}`,
   `{"handler": "get_product", "params": {"id": "7"}}` or `{"namespace": true}`, and
   optionally `"soft": true`: answers what was purged. Bad JSON or unknown fields: 400.
+- `GET {prefix}/keys[?handler=NAME]`: distinct keys stored per handler, and a warning when
+  they keep growing (`admin_keys.py`).
 
 The guard runs before routing can say anything: every path under the prefix, known or not,
 and every method, gets the same 401 without the token (the token is compared in constant
@@ -24,6 +26,7 @@ from typing import Any, Final
 from aiohttp import hdrs, web
 from pydantic import SecretStr
 
+from cachekit.admin_keys import keys_report
 from cachekit.app import get_cache
 from cachekit.backends.base import StoreError
 from cachekit.cache import Cache
@@ -60,6 +63,7 @@ def setup_admin(
     admin[_ROUTER] = app.router
     admin.router.add_get("/stats", _stats)
     admin.router.add_post("/purge", _purge)
+    admin.router.add_get("/keys", keys_report)
     # Every other path and method, so that the guard answers them before routing does.
     admin.router.add_route("*", "/{tail:.*}", _not_found)
     app.add_subapp(prefix.rstrip("/") or "/", admin)
