@@ -10,7 +10,8 @@ longer than they are recent so that a worker may fold late. Readers count `old` 
 with every window still kept, so a window not folded yet is counted all the same.
 
 All of H's keys share the hash tag `{:H}`: on a Redis Cluster the multi-key PFMERGE and
-PFCOUNT run on one slot.
+PFCOUNT run on one slot (sent with `execute_command`: redis-py's cluster pipeline refuses
+its `pfcount` and `pfmerge` methods, not the commands).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class RedisKeySketches:
                     pipe.expire(part_key, HISTORY_SECONDS)
             for handler in aged:
                 history = layout.key_history_key(handler)
-                pipe.pfmerge(history, *self._aged_windows(handler, window))
+                pipe.execute_command("PFMERGE", history, *self._aged_windows(handler, window))
                 pipe.expire(history, HISTORY_SECONDS)
             handlers = sorted({*(handler for handler, _ in pending), *aged})
             if handlers:
@@ -90,10 +91,10 @@ class RedisKeySketches:
         recent = range(window - RECENT_WINDOWS + 1, window + 1)
         keys = [layout.key_window_key(handler, start) for start in recent]
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.pfcount(*before)
+            pipe.execute_command("PFCOUNT", *before)
             for count, key in enumerate(keys, 1):
-                pipe.pfcount(key)
-                pipe.pfcount(*before, *keys[:count])
+                pipe.execute_command("PFCOUNT", key)
+                pipe.execute_command("PFCOUNT", *before, *keys[:count])
             pipe.smembers(layout.key_parts_key(handler))
             replies = await self._run(pipe.execute())
         windows, previous = [], int(replies[0])
@@ -106,7 +107,7 @@ class RedisKeySketches:
         if names:
             async with self._client.pipeline(transaction=False) as pipe:
                 for name in names:
-                    pipe.pfcount(layout.key_part_key(handler, name))
+                    pipe.execute_command("PFCOUNT", layout.key_part_key(handler, name))
                 counts = await self._run(pipe.execute())
         parts = {name: int(count) for name, count in zip(names, counts, strict=True)}
         return KeyFigures(previous, tuple(windows), parts)
