@@ -8,8 +8,9 @@ every worker: the keys a fill stores are buffered here and sent every `FLUSH_SEC
 
 Bounded in bytes: at most `MAX_HANDLERS` handlers are counted per process, each with at
 most `RECENT_WINDOWS` + 1 key sketches and `MAX_PARTS` part sketches (`MAX_BYTES` in all);
-the buffer for Redis holds at most `PENDING_MAX_BYTES` (past it, keys are dropped and
-counted). Counting never fails a request: errors are counted and logged, rate-limited.
+the buffer for Redis holds at most `PENDING_MAX_BYTES` (half full, it is sent at once;
+full, keys are dropped and counted). Counting never fails a request: errors are counted
+and logged, rate-limited.
 """
 
 from __future__ import annotations
@@ -143,9 +144,13 @@ class KeyCensus:
         #: Keys to send to Redis, by handler and window (the window when they were stored).
         self._pending: dict[tuple[str, int], Pending] = {}
         self._pending_bytes = 0
-        #: Handlers this process counted on Redis (whose old windows it folds).
+        self._names_bytes = 0
+        #: Handlers this process counted on Redis (whose old windows it folds), and the
+        #: key parts it counts for each (at most `MAX_PARTS`, the first ones seen).
         self._counted: set[str] = set()
+        self._part_names: dict[str, set[str]] = {}
         self._folded_window: int | None = None
+        self._early: asyncio.Task[None] | None = None
         self._log = RateLimitedLog()
         self.untracked = 0
         self.dropped = 0
@@ -185,6 +190,8 @@ class KeyCensus:
                 self.untracked += 1
                 return
             self._counted.add(handler)
+            self._part_names[handler] = set()
+        counted_parts = self._part_names[handler]
         cost = STRING_OVERHEAD + len(key) + sum(STRING_OVERHEAD + len(v) for _, v in parts)
         if self._pending_bytes + cost > PENDING_MAX_BYTES:
             self.dropped += 1
@@ -197,14 +204,26 @@ class KeyCensus:
             pending.keys.add(key)
             self._pending_bytes += STRING_OVERHEAD + len(key)
         for part, value in parts:
+            if part not in counted_parts:
+                if len(counted_parts) >= MAX_PARTS:
+                    continue
+                counted_parts.add(part)
+                self._names_bytes += STRING_OVERHEAD + len(part)
             values = pending.parts.get(part)
             if values is None:
-                if len(pending.parts) >= MAX_PARTS:
-                    continue
                 values = pending.parts[part] = set()
             if value not in values:
                 values.add(value)
                 self._pending_bytes += STRING_OVERHEAD + len(value)
+        if self._pending_bytes >= PENDING_MAX_BYTES // 2 and self._early is None:
+            # A burst of fills: send now rather than drop keys before the next second.
+            self._early = asyncio.get_running_loop().create_task(self._flush_early())
+
+    async def _flush_early(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self._early = None
 
     async def flush(self) -> None:
         """Send the buffered keys to Redis (and fold old windows once per window); errors
@@ -246,6 +265,8 @@ class KeyCensus:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if self._early is not None:
+                await self._early
             await self.flush()  # the last second's keys
 
     async def handlers(self) -> list[str]:
@@ -268,7 +289,8 @@ class KeyCensus:
 
     def stats(self) -> dict[str, Any]:
         """This process's side of the counts: bytes held, keys not counted, errors."""
-        held = sum(sketches.nbytes for sketches in self._local.values()) + self._pending_bytes
+        held = sum(sketches.nbytes for sketches in self._local.values())
+        held += self._pending_bytes + self._names_bytes
         return {
             "key_census_bytes": held,
             "key_census_untracked": self.untracked,

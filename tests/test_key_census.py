@@ -4,6 +4,7 @@ real Redis, a real Cluster: backends/key_sketches.py); bounded in bytes; never r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -128,6 +129,7 @@ async def test_key_parts_are_counted_at_most_16(worker: Workers) -> None:
         census.add("items", f"{PREFIX}/p?page=1&utm%5Fsource=s{number}#host=a", PREFIX)
     for name in range(40):
         census.add("items", f"{PREFIX}/p?n{name}=1", PREFIX)
+        await census.flush()  # the bound holds across flushes to Redis too
     figures = await census.figures("items")
     assert figures is not None
     assert len(figures.parts) == MAX_PARTS  # the first 16 names seen
@@ -181,6 +183,22 @@ async def test_the_buffer_for_redis_is_bounded(
     assert census.stats()["key_census_bytes"] == 0
     figures = await census.figures("items")
     assert figures is not None and 0 < figures.distinct == 1_000 - census.dropped
+
+
+async def test_a_burst_is_sent_before_the_buffer_fills(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(key_census, "PENDING_MAX_BYTES", 10_000)
+    store = RedisStore(fakeredis.FakeAsyncRedis(), NAMESPACE, 2.0)
+    census = KeyCensus(clock, store.key_sketches)
+    for burst in range(10):
+        for number in range(60):  # over half the buffer
+            census.add("items", key(burst * 60 + number), PREFIX)
+        for _ in range(20):  # the early flush runs meanwhile
+            await asyncio.sleep(0)
+    assert census.dropped == 0
+    figures = await census.figures("items")
+    assert figures is not None and abs(figures.distinct - 600) <= 12
 
 
 async def test_an_unreachable_redis_never_fails_counting(clock: Clock) -> None:
