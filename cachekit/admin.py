@@ -6,6 +6,8 @@ answers only requests bearing the `admin_token` (`CACHEKIT_ADMIN_TOKEN`).
 - `POST {prefix}/purge` with a JSON body, one of `{"tags": [...]}`, `{"keys": [...]}`,
   `{"handler": "get_product", "params": {"id": "7"}}` or `{"namespace": true}`, and
   optionally `"soft": true`: answers what was purged. Bad JSON or unknown fields: 400.
+- `GET {prefix}/keys[?handler=NAME]`: distinct keys stored per handler, and a warning when
+  they keep growing (`admin_keys.py`).
 
 - `GET {prefix}/`: the live dashboard (`cachekit.dashboard`), for browsers signed in with
   `POST {prefix}/login` (`cachekit.admin_auth`).
@@ -28,6 +30,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from cachekit.admin_auth import AdminAuth
+from cachekit.admin_keys import keys_report
 from cachekit.app import get_cache
 from cachekit.backends.base import StoreError
 from cachekit.cache import Cache
@@ -63,6 +66,7 @@ def setup_admin(
     admin.router.add_get("/stats", _stats)
     admin.router.add_post("/purge", _purge)
     mount_dashboard(admin, cache, auth)  # the page, its assets, /history, /logout
+    admin.router.add_get("/keys", keys_report)
     # Every other path and method, so that the guard answers them before routing does.
     admin.router.add_route("*", "/{tail:.*}", _not_found)
     app.add_subapp(prefix.rstrip("/") or "/", admin)

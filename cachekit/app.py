@@ -106,7 +106,8 @@ def setup_cache(
             publisher = asyncio.get_running_loop().create_task(
                 cache.publish_counters_every(resolved.stats_interval)
             )
-        yield
+        async with cache.key_census.flushing():
+            yield
         if syncing is not None:
             syncing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -21,6 +21,7 @@ from cachekit.flight import FillOutcome, Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
 from cachekit.handler_state import HandlerState, resolve_handler
 from cachekit.invalidation import handler_base_key
+from cachekit.key_census import KeyCensus
 from cachekit.purging import Purge, PurgeHook, PurgeNotifier
 from cachekit.settings import CacheSettings
 
@@ -85,6 +86,12 @@ class Cache:
         self.metrics: Any = None
         #: Hands every applied purge to the app's `on_purge` hook (see `cachekit.purging`).
         self.purges = PurgeNotifier(on_purge)
+        #: Distinct keys stored per handler: in Redis when the store keeps them there.
+        self.key_census = KeyCensus(
+            lambda: self.clock(),  # noqa: PLW0108  (follows a clock tests replace later)
+            getattr(self.store, "key_sketches", None),
+            max(settings.redis_timeout, 1.0),
+        )
 
     # ------------------------------------------------------------------ counters
 
@@ -145,6 +152,7 @@ class Cache:
         result: dict[str, Any] = asdict(self._counters)
         result["breaker_open"] = self.breaker.is_open
         result["purge_hook_errors"] = self.purges.errors
+        result.update(self.key_census.stats())
         result.update(self.store.stats())
         return result
 

@@ -24,6 +24,7 @@ from cachekit.backends.tag_versions import (
 from cachekit.backends.topology import REDIS_ERRORS
 from cachekit.entry import CachedResponse, CorruptEntry
 from cachekit.entry_format import decode
+from cachekit.key_growth import WINDOW_SECONDS, report
 from cachekit.purging import as_purges_left
 from cachekit.settings import CacheSettings, SettingsError, load_settings
 
@@ -56,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("stats", parents=[common], help="entries, tags, memory used and hit ratio")
+    commands.add_parser(
+        "stats",
+        parents=[common],
+        help="entries, tags, memory used, hit ratio, and each handler's distinct keys",
+    )
     purge = commands.add_parser("purge", parents=[common], help="remove entries")
     purge.add_argument("--tag", action="append", default=[], help="entries under TAG (repeatable)")
     purge.add_argument(
@@ -96,9 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         return _fail(str(exc), EXIT_USAGE)
     if not settings.redis_url:
+        counts = (
+            "; each process's distinct keys per handler are in the admin API (GET"
+            " /_cache/keys, see cachekit.admin)"
+            if args.command == "stats"
+            else ""
+        )
         return _fail(
             "no shared store to reach: CACHEKIT_REDIS_URL is unset, so every app process keeps"
-            " its entries in its own memory (the embedded store)",
+            f" its entries in its own memory (the embedded store){counts}",
             EXIT_USAGE,
         )
     try:
@@ -156,6 +167,17 @@ async def _stats(store: RedisStore, settings: CacheSettings) -> dict[str, Any]:
         "stale_hits": counters.get("stale_hits", 0),
         "misses": counters.get("misses", 0),
         "hit_ratio": round(served / asked, 4) if asked else None,
+        "keys": await _key_counts(store),
+    }
+
+
+async def _key_counts(store: RedisStore) -> dict[str, Any]:
+    """Each handler's distinct stored keys, as the admin API's `/keys` reports them."""
+    sketches = store.key_sketches
+    window = int(time.time() // WINDOW_SECONDS)
+    return {
+        handler: report(await sketches.figures(handler, window))
+        for handler in await sketches.handlers()
     }
 
 
@@ -293,12 +315,29 @@ def _human(command: str, result: dict[str, Any]) -> str:
             shown = (
                 "unknown (no app has published counters yet)" if value is None else f"{value:.1%}"
             )
+        elif name == "keys":
+            shown = _keys_text(value)
         elif name == "headers":
             shown = "".join(f"\n    {header}: {text}" for header, text in value) or "-"
         elif isinstance(value, list):
             shown = ", ".join(map(str, value)) or "-"
         lines.append(f"{name.replace('_', ' ') + ':':<24}{shown}")
     return "\n".join(lines)
+
+
+def _keys_text(handlers: dict[str, Any]) -> str:
+    """One line per handler: distinct keys, new keys in the last hour, the warning."""
+    if not handlers:
+        return "- (no app has stored an entry since counting began)"
+    lines = []
+    for handler, counts in handlers.items():
+        new = sum(window["new_keys"] for window in counts["windows"])
+        total = counts["distinct_keys"]
+        line = f"\n    {handler}: ~{total:,} distinct, ~{new:,} new in the last hour"
+        if counts["warning"]:
+            line += f"\n      WARNING: {counts['warning']}"
+        lines.append(line)
+    return "".join(lines)
 
 
 def _fail(message: str, code: int) -> int:

@@ -158,8 +158,7 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     elif entry.ttl <= 0:
         reason = "ttl-zero"
     elif await cache.save(key, entry):
-        if vary != cache.vary_names(spec):
-            await _leave_stub(job, vary, entry)
+        await _stored(job, key, vary, entry)
         if ETAG_HEADER not in response.headers:
             response.headers[ETAG_HEADER] = entry.etag
         if job.emit_cache_control:
@@ -171,6 +170,22 @@ async def store_response(job: Job, response: web.StreamResponse) -> Stored:
     partial = response.status in (206, 304)
     shared = entry if reason in SHAREABLE_REASONS and not partial else None
     return Stored(f"fwd=miss; detail={reason}", shared, key, vary)
+
+
+async def _stored(job: Job, key: str, vary: tuple[str, ...], entry: CachedResponse) -> None:
+    """What follows storing a fill's entry: counting its key, and a Vary stub when its
+    response varies on more than the handler declared."""
+    _count_key(job, key)
+    if vary != job.cache.vary_names(job.spec):
+        await _leave_stub(job, vary, entry)
+
+
+def _count_key(job: Job, key: str) -> None:
+    """Count a key just stored for its handler (`key_census.py`); only fills count."""
+    spec = job.spec
+    url_keyed = spec.template is None and spec.key_function is None
+    prefix = keys.default_key_prefix(spec.name) if url_keyed else None
+    job.cache.key_census.add(spec.name, key, prefix)
 
 
 def _varied_key(job: Job, facts: policy.ResponseFacts) -> tuple[tuple[str, ...], str] | None:
@@ -238,6 +253,7 @@ async def store_revalidated(
     elif entry.ttl <= 0:
         reason = "ttl-zero"
     elif await cache.save(job.key, entry):
+        _count_key(job, job.key)
         return Stored(REVALIDATED, entry, job.key, job.vary)
     else:
         reason = "not-stored"

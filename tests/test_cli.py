@@ -15,6 +15,9 @@ import pytest
 from cachekit.backends.cluster import ClusterStore
 from cachekit.backends.redis import RedisStore
 from cachekit.entry import CachedResponse
+from cachekit.key_census import KeyCensus
+from cachekit.key_growth import WINDOW_SECONDS
+from cachekit.keys import default_key_prefix
 from tests.apps import NAMESPACE
 from tests.redis_servers import free_port
 
@@ -123,6 +126,7 @@ async def test_superseded_entries_say_so(store: RedisStore, real_redis_url: str)
 def test_errors_are_one_line_with_distinct_exit_codes() -> None:
     embedded = cli("stats")
     assert embedded.returncode == 2 and "embedded store" in embedded.stderr
+    assert "admin API (GET /_cache/keys" in embedded.stderr  # where per-process counts are
     invalid = cli("stats", CACHEKIT_DEFAULT_TTL="soon")
     assert invalid.returncode == 2 and "CACHEKIT_DEFAULT_TTL" in invalid.stderr
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
@@ -168,5 +172,32 @@ async def test_soft_purge_marks_entries_stale(real_redis_url: str) -> None:
             shown = json.loads((await run_cli("inspect", "--json", key, **env)).stdout)
             assert shown["state"].startswith(state)
         assert (await run_cli("purge", "--soft", "--all", **env)).returncode == 2
+    finally:
+        await store.close()
+
+
+async def test_stats_shows_each_handlers_distinct_keys(real_redis_url: str) -> None:
+    """What the apps counted (KeyCensus on Redis), read from the PF keys by the CLI."""
+    store = RedisStore.from_url(real_redis_url, NAMESPACE, 1.0)
+    now = [time.time() - 4 * WINDOW_SECONDS]
+    census = KeyCensus(lambda: now[0], store.key_sketches)
+    prefix = default_key_prefix("get_product")
+    try:
+        for window in range(4):
+            for number in range(150):
+                census.add("get_product", f"{prefix}/p/1?utm%5Fsource={window}x{number}", prefix)
+                census.add("home", "home", None)
+            await census.flush()
+            now[0] += WINDOW_SECONDS
+        env = {"CACHEKIT_REDIS_URL": real_redis_url}
+        facts = json.loads((await run_cli("stats", "--json", **env)).stdout)
+        flooded, home = facts["keys"]["get_product"], facts["keys"]["home"]
+        assert abs(flooded["distinct_keys"] - 600) <= 30 and flooded["growing"] is True
+        assert "'utm_source' has ~" in flooded["warning"]
+        assert home == {**home, "distinct_keys": 1, "growing": False, "warning": None}
+        human = await run_cli("stats", **env)
+        assert human.returncode == 0, human.stderr
+        assert "home: ~1 distinct" in human.stdout
+        assert "WARNING: keys keep growing" in human.stdout and "utm_source" in human.stdout
     finally:
         await store.close()

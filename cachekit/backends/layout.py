@@ -9,13 +9,21 @@ For namespace `ns` and logical key `k` = base `b` + optional `#variant`:
     ns:t:{=TAG}     the sorted set of logical keys stored under TAG, scored by expiry (ms)
     ns:tv:{=TAG}    TAG's version (a random token), recorded by entries, replaced by purges
     ns:stats        counters (hits, misses, ...) published by every process, for the CLI
+    ns:kh           the names of the handlers whose stored keys are counted (key_census.py)
+    ns:k:{:H}:w:N   HyperLogLog of the keys handler H stored in time window N
+    ns:k:{:H}:old   HyperLogLog of H's keys of the windows before the recent ones
+    ns:k:{:H}:p     the set of H's key parts counted (`q:NAME` query, `h:NAME` Vary header)
+    ns:k:{:H}:p:P   HyperLogLog of the values of H's key part P
 Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
-tag's index and version share `{=TAG}` (the `=` keeps the hash tag non-empty).
+tag's index and version share `{=TAG}` (the `=` keeps the hash tag non-empty); a handler's
+key counts share `{:H}` (H escaped: no braces), so they are merged and counted together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from cachekit.keys import escape_light
 
 
 class KeyLayout:
@@ -71,6 +79,30 @@ class KeyLayout:
     def stats_key(self) -> str:
         """The Redis hash of counters published by the app processes."""
         return f"{self._namespace}:stats"
+
+    @property
+    def counted_handlers_key(self) -> str:
+        """The Redis set of handler names whose stored keys are counted."""
+        return f"{self._namespace}:kh"
+
+    def key_window_key(self, handler: str, window: int) -> str:
+        """The HyperLogLog of the keys `handler` stored in time window `window`."""
+        return f"{self._counts(handler)}:w:{window}"
+
+    def key_history_key(self, handler: str) -> str:
+        """The HyperLogLog of `handler`'s keys stored before its recent windows."""
+        return f"{self._counts(handler)}:old"
+
+    def key_parts_key(self, handler: str) -> str:
+        """The set of `handler`'s key parts whose values are counted."""
+        return f"{self._counts(handler)}:p"
+
+    def key_part_key(self, handler: str, part: str) -> str:
+        """The HyperLogLog of the values of `handler`'s key part `part`."""
+        return f"{self._counts(handler)}:p:{part}"
+
+    def _counts(self, handler: str) -> str:
+        return f"{self._namespace}:k:{{:{escape_light(handler)}}}"
 
     # The namespace admits no SCAN wildcard characters (settings.NAMESPACE_PATTERN), so
     # these patterns match exactly the keys of their kind.

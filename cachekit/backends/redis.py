@@ -3,6 +3,7 @@
 A `RedisStore` is built from parts, each an object of its own module:
 
     layout.py           KeyLayout: every Redis key name of the namespace (and back)
+    key_sketches.py     RedisKeySketches: per-handler key counts (HyperLogLogs) of every worker
     batched_lookups.py  LookupBatcher: the lookups of one loop turn in one MGET, one batch
                         in flight at a time; a LookupBatch per MGET
     topology.py         the Topology protocol: how commands reach Redis, implemented by
@@ -48,6 +49,7 @@ from redis.asyncio import Redis, RedisCluster
 from cachekit.backends import scripts
 from cachekit.backends.base import Answer, StoreError
 from cachekit.backends.batched_lookups import LookupBatcher
+from cachekit.backends.key_sketches import RedisKeySketches
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.near import NearCache
 from cachekit.backends.single_server import SingleServer, client_for_url
@@ -147,6 +149,11 @@ class RedisStore:
     def uses_lookup_channel(self) -> bool:
         """Whether lookups go through the lean pipelined connection (`lookup_channel.py`)."""
         return self.topology.uses_lookup_channel
+
+    @property
+    def key_sketches(self) -> RedisKeySketches:
+        """The per-handler key counts kept in Redis (`key_census.py`)."""
+        return RedisKeySketches(self._redis, self.layout, self.topology.run)
 
     @property
     def near_cache(self) -> NearCache | None:
