@@ -40,3 +40,22 @@ def make_app(
     app.add_routes(routes)
     cache = setup_cache(app, settings(**overrides), store=store)
     return app, cache
+
+
+#: The stores a test parametrized by `store_kind` (tests/conftest.py) runs against.
+STORE_KINDS = ("memory", "fakeredis", "redis")
+
+
+def store_for(request: Any, kind: str) -> Store:
+    """A store of `kind` for a test: on "redis", one of our own servers (`real_redis_url`)."""
+    url = request.getfixturevalue("real_redis_url") if kind == "redis" else None
+    return make_store(kind, url)
+
+
+async def client_for(
+    aiohttp_client: Any, request: Any, kind: str, routes: web.RouteTableDef, **overrides: Any
+) -> Any:
+    """A test client of an app serving `routes` with a cache on a store of `kind`."""
+    app, _ = make_app(routes, store=store_for(request, kind), **overrides)
+    return await aiohttp_client(app)
+

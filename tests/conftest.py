@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.apps import STORE_KINDS
 from tests.redis_servers import MakeRedisServer, RedisCluster, RedisSentinelSetup, RedisServer
 
 # =========================================================================== 1. real Redis
@@ -62,6 +63,15 @@ def require_binaries(*names: str) -> None:
 def uses_real_redis(item: pytest.Item) -> bool:
     """Whether the test asks for one of our real Redis processes by fixture name."""
     return bool(REAL_REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store a test runs against: the embedded one, fakeredis, or one of our real Redis
+    servers (started here, so the test is marked and runs on uvloop too)."""
+    if request.param == "redis":
+        request.getfixturevalue("real_redis_url")
+    return str(request.param)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from cachekit.encodings import (
     textual,
 )
 from cachekit.testing import assert_cache
-from tests.apps import make_app, make_store
+from tests.apps import make_app, store_for
 
 # ============================================================ negotiation
 
@@ -162,11 +161,6 @@ class TestWhatIsCompressed:
 PAGE = json.dumps([{"id": n, "name": f"Product {n}", "tags": ["a", "b"]} for n in range(200)])
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
-def store_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield request.param
-
-
 @pytest.fixture
 async def site(aiohttp_client: Any, request: pytest.FixtureRequest, store_kind: str) -> Any:
     routes = web.RouteTableDef()
@@ -202,8 +196,7 @@ async def site(aiohttp_client: Any, request: pytest.FixtureRequest, store_kind: 
     async def off(request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="application/json")
 
-    url = request.getfixturevalue("real_redis_url") if store_kind == "redis" else None
-    app, cache = make_app(routes, store=make_store(store_kind, url))
+    app, cache = make_app(routes, store=store_for(request, store_kind))
     client = await aiohttp_client(app, auto_decompress=False)
     client.calls, client.cache = calls, cache
     return client

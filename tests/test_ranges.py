@@ -4,7 +4,6 @@ on the embedded store, fakeredis and a real Redis server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from cachekit import cached
 from cachekit.ranges import ByteRange, Unsatisfiable, if_range_holds, select_range
 from cachekit.testing import assert_cache
-from tests.apps import make_app, make_store
+from tests.apps import make_app, store_for
 
 LAST_MODIFIED = "Sun, 06 Nov 1994 08:49:37 GMT"
 
@@ -128,11 +127,6 @@ class TestIfRange:
 BODY = b"0123456789abcdefghij"
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
-def store_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield request.param
-
-
 @pytest.fixture
 async def ranged(aiohttp_client: Any, request: pytest.FixtureRequest, store_kind: str) -> Any:
     seen: list[dict[str, str]] = []
@@ -153,8 +147,7 @@ async def ranged(aiohttp_client: Any, request: pytest.FixtureRequest, store_kind
     async def missing(request: web.Request) -> web.Response:
         return web.Response(status=404, text="nothing here")
 
-    url = request.getfixturevalue("real_redis_url") if store_kind == "redis" else None
-    app, _ = make_app(routes, store=make_store(store_kind, url))
+    app, _ = make_app(routes, store=store_for(request, store_kind))
     client = await aiohttp_client(app)
     client.seen = seen
     return client

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from cachekit import cached, not_modified, policy
 from cachekit.entry import CachedResponse, body_etag
 from cachekit.revalidation import conditional_headers, updated_lines, validators
 from cachekit.testing import CacheClock, assert_cache
-from tests.apps import make_app, make_store
+from tests.apps import client_for, make_app, make_store, store_for
 
 LAST_MODIFIED = "Sun, 06 Nov 1994 08:49:37 GMT"
 
@@ -231,11 +230,6 @@ class TestNotModifiedHelper:
 # ============================================================ through aiohttp
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
-def store_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield request.param
-
-
 class Origin:
     """A handler's world: the current version of its document, what it rendered, and the
     conditional headers each call received."""
@@ -245,18 +239,6 @@ class Origin:
         self.renders = 0
         self.asked: list[tuple[str | None, str | None]] = []
         self.extra: dict[str, str] = {}
-
-
-async def client_for(
-    aiohttp_client: Any,
-    request: pytest.FixtureRequest,
-    kind: str,
-    routes: web.RouteTableDef,
-    **overrides: Any,
-) -> Any:
-    url = request.getfixturevalue("real_redis_url") if kind == "redis" else None
-    app, _ = make_app(routes, store=make_store(kind, url), **overrides)
-    return await aiohttp_client(app)
 
 
 def etag_routes(origin: Origin, *, ttl: float = 10, **options: Any) -> web.RouteTableDef:
@@ -603,8 +585,7 @@ async def test_a_revalidated_entry_keeps_its_content_codings(
             text=page, content_type="text/plain", headers={"ETag": '"v"'}
         )
 
-    url = request.getfixturevalue("real_redis_url") if store_kind == "redis" else None
-    app, _ = make_app(routes, store=make_store(store_kind, url))
+    app, _ = make_app(routes, store=store_for(request, store_kind))
     client = await aiohttp_client(app, auto_decompress=False)
     await client.get("/big", headers={"Accept-Encoding": "gzip"})
     cache_clock.advance(11)

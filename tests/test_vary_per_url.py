@@ -5,21 +5,13 @@ URL's variants apart, and never serves a variant left over from an older Vary li
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from cachekit import cached
-from tests.apps import make_app, make_store
-
-
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
-def store_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "redis":
-        request.getfixturevalue("real_redis_url")
-    yield request.param
+from tests.apps import client_for
 
 
 def catch_all(calls: Counter[str], vary_of: dict[str, str]) -> web.RouteTableDef:
@@ -39,12 +31,6 @@ def catch_all(calls: Counter[str], vary_of: dict[str, str]) -> web.RouteTableDef
         return web.Response(text=f"{request.path}|{seen}", headers=headers)
 
     return routes
-
-
-async def client_for(aiohttp_client: Any, request: pytest.FixtureRequest, kind: str, routes: Any):
-    url = request.getfixturevalue("real_redis_url") if kind == "redis" else None
-    app, _ = make_app(routes, store=make_store(kind, url))
-    return await aiohttp_client(app)
 
 
 HOST = {"Host": "shop.example"}
