@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final
@@ -37,13 +38,29 @@ _NO_PROVIDER: Final = tuple(
     if _trace is not None and hasattr(_trace, name)
 )
 _tracers: dict[int, Any] = {}
+#: How long an answer of `tracer()` is reused: asking the API for its provider is several
+#: Python calls on every Redis lookup, while an application sets its provider once, at
+#: startup (the API refuses to replace it), so spans start within this long of that.
+RECHECK_SECONDS: Final = 1.0
+_answer: list[Any] = [None, None, 0.0]  # the provider function asked, its tracer, until when
 
 
 def tracer() -> Any:
     """cachekit's tracer from the current provider; None when nothing traces."""
-    if provider is None:
+    asked = provider
+    if asked is None:
         return None
-    current = provider()
+    answer = _answer
+    now = time.monotonic()
+    if answer[0] is asked and now < answer[2]:
+        return answer[1]
+    found = _current_tracer(asked)
+    answer[:] = [asked, found, now + RECHECK_SECONDS]
+    return found
+
+
+def _current_tracer(asked: Callable[[], Any]) -> Any:
+    current = asked()
     if isinstance(current, _NO_PROVIDER):
         return None
     found = _tracers.get(id(current))

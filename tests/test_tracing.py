@@ -148,3 +148,21 @@ async def test_nothing_without_a_tracer_provider(aiohttp_client: Any) -> None:
 def test_key_hashes_are_stable_and_short() -> None:
     assert tracing.key_hash("k") == tracing.key_hash("k") != tracing.key_hash("K")
     assert len(tracing.key_hash("x" * 10_000)) == 16
+
+
+def test_the_provider_is_asked_at_most_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    def counting() -> Any:
+        asked.append(1)
+        return sdk_trace.TracerProvider()
+
+    monkeypatch.setattr(tracing, "provider", counting)
+    first = tracing.tracer()
+    assert first is not None
+    assert all(tracing.tracer() is first for _ in range(100))
+    assert len(asked) == 1  # every lookup would otherwise ask the API
+    monkeypatch.setattr(tracing, "_answer", [counting, first, 0.0])  # a second later
+    assert tracing.tracer() is not None and len(asked) == 2
+    monkeypatch.setattr(tracing, "provider", None)
+    assert tracing.tracer() is None
