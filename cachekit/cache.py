@@ -8,15 +8,16 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp.web import UrlDispatcher
 
 from cachekit import overrides, policy, tracing
-from cachekit.backends.base import UNKNOWN_GENERATION, Answer, Store, StoreError, WriteRefused
+from cachekit.backends.base import UNKNOWN_GENERATION, Answer, Store, StoreError
 from cachekit.backends.memory import MemoryStore
 from cachekit.counters import PUBLISHED_COUNTERS, CacheStats, Counter
 from cachekit.entry import CachedResponse, CorruptEntry
+from cachekit.fill_locks import FillLocks
 from cachekit.flight import FillOutcome, Flights
 from cachekit.guard import CircuitBreaker, RateLimitedLog
 from cachekit.handler_state import HandlerState, resolve_handler
@@ -24,29 +25,26 @@ from cachekit.invalidation import handler_base_key
 from cachekit.key_census import KeyCensus
 from cachekit.purging import Purge, PurgeHook, PurgeNotifier
 from cachekit.settings import CacheSettings
+from cachekit.store_guard import StoreGuard
 
 if TYPE_CHECKING:
     from cachekit.handler_spec import HandlerSpec
 
 log = logging.getLogger("cachekit")
-T = TypeVar("T")
 
 __all__ = ["LOOKUP_FAILURES", "UNKNOWN_GENERATION", "Cache", "CacheStats", "Counter"]
 #: What a store lookup raises when it fails: a damaged entry, an unreachable store.
 LOOKUP_FAILURES: Final = (CorruptEntry, StoreError, TimeoutError)
-#: Bound on explicit operations (invalidate, purge by tag, clear), which may touch many keys.
-ADMIN_TIMEOUT: Final = 30.0
 #: With metrics on, one store lookup in this many is timed (see `fetch`).
 LOOKUP_SAMPLE: Final = 16
-#: Fill locks remembered as stuck (their holder stopped answering), at most.
-STUCK_LOCKS_KEPT: Final = 1024
 
 
 class Cache:
     """One app's cache: its settings, its store, its fills in flight and its counters.
 
-    Every store call of a request goes through `peek`/`lookup` or `_bounded`, which bound it
-    by the store timeout, feed the circuit breaker and turn failures into "not cached".
+    Every store call of a request goes through `peek`/`fetch` or its `StoreGuard`, which
+    bound it by the store timeout, feed the circuit breaker and turn failures into "not
+    cached".
     """
 
     def __init__(
@@ -66,24 +64,24 @@ class Cache:
                 settings.memory_max_bytes, clock=self.clock, max_variants=settings.max_variants
             )
         )
-        self.breaker = CircuitBreaker(
+        breaker = CircuitBreaker(
             settings.failure_threshold, settings.failure_cooldown, clock=overrides.monotonic
         )
+        self.breaker = breaker
         #: The app's router, set by `setup_cache`, to find a handler's route for purges.
         self.router: UrlDispatcher | None = None
         self._flights = Flights()
         self._counters = CacheStats()
         self._damage_log = RateLimitedLog()
-        self._refusal_log = RateLimitedLog()
-        #: Fill locks whose holder stopped answering, until when (loop time) they may remain.
-        self._stuck_locks: dict[str, float] = {}
+        #: Every store call but the hit path's lookups (`fetch`) goes through it.
+        self._guard = StoreGuard(breaker, self._counters, settings.redis_timeout, self.store.remote)
+        #: The cross-process fill locks (`FillLock` takes one of them).
+        self.locks = FillLocks(self.store, settings, self._guard.bounded)
         #: What this cache resolved per handler (by name; one entry per decorated handler).
         self._handlers: dict[str, HandlerState] = {}
         self._published: dict[str, int] = {}
-        self._store_errors: dict[str, int] = {}
         self._lookups = 0
-        #: `cachekit.metrics.Metrics` when the app serves metrics (`metrics_path`).
-        self.metrics: Any = None
+        self._metrics: Any = None
         #: Hands every applied purge to the app's `on_purge` hook (see `cachekit.purging`).
         self.purges = PurgeNotifier(on_purge)
         #: Distinct keys stored per handler: in Redis when the store keeps them there.
@@ -137,7 +135,16 @@ class Cache:
 
     def store_errors(self) -> dict[str, int]:
         """Failed store calls so far, by operation."""
-        return dict(self._store_errors)
+        return self._guard.errors()
+
+    @property
+    def metrics(self) -> Any:
+        """`cachekit.metrics.Metrics` when the app serves metrics (`metrics_path`), or None."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Any) -> None:
+        self._metrics = self._guard.metrics = metrics
 
     @property
     def counters(self) -> CacheStats:
@@ -214,7 +221,7 @@ class Cache:
             self._counters.errors += 1
             self._damage_log.warning("damaged cache entry %r dropped: %s", key, exc)
         else:
-            self._failed(exc, "lookup")
+            self._guard.failed(exc, "lookup")
         return None, UNKNOWN_GENERATION
 
     async def save(self, key: str, entry: CachedResponse) -> bool:
@@ -227,7 +234,7 @@ class Cache:
         if entry.generation == UNKNOWN_GENERATION:
             return False
         try:
-            stored = await self._bounded(self.store.set(key, entry, True), False)
+            stored = await self._guard.bounded(self.store.set(key, entry, True), False)
         except ValueError as exc:  # e.g. a NUL byte in a header: cannot be kept faithfully
             log.debug("response for %r not storable: %s", key, exc)
             return False
@@ -260,7 +267,7 @@ class Cache:
             if soft
             else (self.store.delete_variants(bases))
         )
-        count = int(await self._strict(purged))
+        count = int(await self._guard.strict(purged))
         await self._applied(Purge("key", keys=tuple(bases), soft=soft))
         return count
 
@@ -281,13 +288,13 @@ class Cache:
             if purge.soft
             else (store.invalidate_tags(purge.tags))
         )
-        count = int(await self._strict(purged))
+        count = int(await self._guard.strict(purged))
         await self._applied(purge)
         return count
 
     async def clear(self) -> None:
         """Drop every entry of this namespace; raises `StoreError` on failure."""
-        await self._strict(self.store.clear())
+        await self._guard.strict(self.store.clear())
         await self._applied(Purge("namespace"))
 
     async def _applied(self, purge: Purge) -> None:
@@ -315,7 +322,7 @@ class Cache:
             for name, value in current.items()
             if value != self._published.get(name, 0)
         }
-        if delta and await self._bounded(self.store.add_counters(delta), False) is not False:
+        if delta and await self._guard.bounded(self.store.add_counters(delta), False) is not False:
             self._published = current
 
     async def publish_counters_every(self, interval: float) -> None:
@@ -351,94 +358,6 @@ class Cache:
             "fills": list(self._flights.fills.values()),
             "refreshes": list(self._flights.refreshes.values()),
         }
-
-    async def try_lock(self, key: str, token: str) -> bool | None:
-        """Take the cross-process fill lock of `key`: True if ours, False if held by
-        someone else, None if the store could not say (the caller then fills unlocked)."""
-        if not self.store.remote:
-            return True
-        return await self._bounded(
-            self.store.acquire_lock(key, token, self.settings.lock_ttl), None, "lock"
-        )
-
-    async def unlock(self, key: str, token: str) -> None:
-        """Release our fill lock; a failure only means it expires after `lock_ttl`."""
-        if self.store.remote:
-            await self._bounded(self.store.release_lock(key, token), None, "lock")
-
-    async def lock_held(self, key: str) -> bool | None:
-        """Whether someone holds the fill lock of `key`; None if the store cannot say."""
-        return await self._bounded(self.store.lock_held(key), None, "lock")
-
-    def lock_is_stuck(self, key: str) -> bool:
-        """Whether the fill lock of `key` was found stuck and may still be held."""
-        return self._stuck_locks.get(key, 0.0) > asyncio.get_running_loop().time()
-
-    def remember_stuck(self, key: str) -> None:
-        """The fill lock of `key` outlived `lock_timeout`: its holder stopped answering, and
-        it expires within the rest of `lock_ttl`. Until then requests need not wait for it."""
-        settings, stuck = self.settings, self._stuck_locks
-        now = asyncio.get_running_loop().time()
-        if len(stuck) >= STUCK_LOCKS_KEPT:  # bounded: forget the expired ones
-            for expired in [name for name, until in stuck.items() if until <= now]:
-                del stuck[expired]
-        if len(stuck) < STUCK_LOCKS_KEPT:
-            stuck[key] = now + settings.lock_ttl - settings.lock_timeout
-
-    def forget_stuck(self, key: str) -> None:
-        """The fill lock of `key` is free again."""
-        self._stuck_locks.pop(key, None)
-
-    async def _bounded(
-        self, operation: Coroutine[Any, Any, T], failed: T, name: str = "store"
-    ) -> T:
-        """Run one store operation (`name`: store or lock) within the store timeout and
-        the circuit breaker; `failed` when it was skipped or failed (counted, and fed to
-        the breaker)."""
-        if not self.store.remote:
-            return await operation
-        if not self.breaker.allow():
-            operation.close()
-            self._counters.skipped += 1
-            return failed
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout):
-                result = await operation
-        except WriteRefused as exc:
-            # The store is up and still answers lookups: skip this write, keep the breaker
-            # closed so that reads go on.
-            self._counters.write_refusals += 1
-            self._refusal_log.warning("cache store refused a write (not stored): %s", exc)
-            return failed
-        except (StoreError, TimeoutError) as exc:
-            self._failed(exc, name)
-            return failed
-        finally:
-            if self.metrics is not None:
-                self.metrics.store_timers[name].observe(time.perf_counter() - started)
-        self.breaker.record_success()
-        return result
-
-    async def _strict(self, operation: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(max(self.settings.redis_timeout, ADMIN_TIMEOUT)):
-                return await operation
-        except TimeoutError:
-            self._store_errors["purge"] = self._store_errors.get("purge", 0) + 1
-            raise StoreError("cache store timed out") from None
-        except StoreError:
-            self._store_errors["purge"] = self._store_errors.get("purge", 0) + 1
-            raise
-        finally:
-            if self.metrics is not None:
-                self.metrics.store_timers["purge"].observe(time.perf_counter() - started)
-
-    def _failed(self, exc: BaseException, operation: str = "store") -> None:
-        self._counters.errors += 1
-        self._store_errors[operation] = self._store_errors.get(operation, 0) + 1
-        self.breaker.record_failure(exc)
 
     # ------------------------------------------------------------------ handlers
 

@@ -4,7 +4,6 @@ background refreshes, and lookups that follow Vary stubs."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from typing import Final
 
@@ -14,6 +13,7 @@ from cachekit import directives, keys, tracing
 from cachekit.backends.base import UNKNOWN_GENERATION, Answer
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
+from cachekit.fill_locks import FillLock
 from cachekit.flight import FillOutcome
 from cachekit.guard import RateLimitedLog
 from cachekit.handler_spec import HandlerSpec
@@ -63,31 +63,6 @@ async def follow_vary_stub(
     return variant, names, answer
 
 
-class FillLock:
-    """The cross-process fill lock of one key, held at most once and released only if
-    ours. Without a remote store (or after a failed lookup) there is none to take."""
-
-    __slots__ = ("cache", "held", "key", "token")
-
-    def __init__(self, cache: Cache, key: str) -> None:
-        self.cache = cache
-        self.key = key
-        self.token = secrets.token_hex(16)
-        self.held = False
-
-    async def take(self) -> bool | None:
-        """True if ours now, False if someone else holds it, None if the store cannot say."""
-        taken = await self.cache.try_lock(self.key, self.token)
-        self.held = taken is True
-        return taken
-
-    async def release(self) -> None:
-        """Release it if we hold it; a failure only means it expires after `lock_ttl`."""
-        if self.held:
-            self.held = False
-            await self.cache.unlock(self.key, self.token)
-
-
 async def fill(job: Job, fallback: CachedResponse | None) -> FillOutcome:
     """The one fill of a key: take the cross-process lock, or wait for its holder's entry
     (a `cachekit.fill` span when the application traces)."""
@@ -99,21 +74,21 @@ async def fill(job: Job, fallback: CachedResponse | None) -> FillOutcome:
 
 async def _fill(job: Job, fallback: CachedResponse | None) -> FillOutcome:
     cache = job.cache
-    lock = FillLock(cache, job.key)  # named after the key looked up, even if a stub moves it
-    if cache.lock_is_stuck(lock.key):
+    lock = FillLock(cache.locks, job.key)  # named after the key looked up, even if a stub moves it
+    if cache.locks.is_stuck(lock.key):
         # Its holder stopped answering and this process already waited once: while the
         # lock is still held, serve at once (not stored) instead of waiting again.
-        if await cache.lock_held(lock.key) is not False:
+        if await cache.locks.held(lock.key) is not False:
             job.generation = UNKNOWN_GENERATION
             return await _run_and_store(job, fallback)
-        cache.forget_stuck(lock.key)
+        cache.locks.forget_stuck(lock.key)
     if _lockable(job) and await lock.take() is False:
         waited = await _wait_for_holder(job, lock)
         if waited is not None:
             return _collapsed(job, waited)
         if not lock.held:
             job.generation = UNKNOWN_GENERATION  # the holder is stuck: serve, do not store
-            cache.remember_stuck(lock.key)
+            cache.locks.remember_stuck(lock.key)
     try:
         # The previous holder may have stored the entry just before we got the lock.
         if lock.held and (entry := await _fresh_entry(job)) is not None:
@@ -126,7 +101,7 @@ async def _fill(job: Job, fallback: CachedResponse | None) -> FillOutcome:
 async def refresh(job: Job) -> None:
     """Background revalidation of a stale entry; at most one per key across processes."""
     cache = job.cache
-    lock = FillLock(cache, job.key)
+    lock = FillLock(cache.locks, job.key)
     if _lockable(job) and await lock.take() is False:
         return
     try:
@@ -177,7 +152,7 @@ async def _wait_for_holder(job: Job, lock: FillLock) -> CachedResponse | None:
         job.generation = generation  # the latest ticket read before the handler runs
         if entry is not None and entry.is_fresh(cache.clock()):
             return entry
-        held = await cache.lock_held(lock.key)
+        held = await cache.locks.held(lock.key)
         if held is None:
             break
         # Released with nothing stored (the fill failed or was not storable): take over.

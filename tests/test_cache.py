@@ -105,18 +105,6 @@ async def test_counters_are_counted_and_copied() -> None:
     assert cache.handler_results() == [("handler", {("bypass", "method"): 1, ("hit", ""): 1})]
 
 
-async def test_stuck_locks_are_remembered_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = Cache(settings(lock_ttl=5, lock_timeout=1))
-    cache.remember_stuck("k")
-    assert cache.lock_is_stuck("k")
-    cache.forget_stuck("k")
-    assert not cache.lock_is_stuck("k")
-    monkeypatch.setattr("cachekit.cache.STUCK_LOCKS_KEPT", 10)
-    for n in range(50):
-        cache.remember_stuck(f"k{n}")
-    assert len(cache._stuck_locks) <= 10
-
-
 async def test_the_fill_registry_is_behind_methods() -> None:
     cache = Cache(settings())
     release = asyncio.Event()
