@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from cachekit import encodings, keys, policy
 from cachekit.settings import handler_setting_name
@@ -22,6 +23,10 @@ TagSpec = Iterable[str] | TagFunction
 
 def _default_key(prefix: str, request: web.Request) -> str:
     return prefix + memoized_url_component(request.rel_url)
+
+
+def _url_key(prefix: str, url: URL) -> str:
+    return prefix + memoized_url_component(url)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -56,6 +61,8 @@ class HandlerSpec:
     statuses_declared: bool = False
     #: Content codings to store this handler's responses in (None: the `compress` setting).
     compress: tuple[str, ...] | None = None
+    #: The default key of a URL (`rel_url`), for handlers on the default key (else None).
+    url_key: Callable[[URL], str] | None = None
 
     @classmethod
     def build(
@@ -94,10 +101,13 @@ class HandlerSpec:
         vary_names = keys.normalise_header_names(["host", *vary] if key is None else vary)
         template = keys.KeyTemplate(key) if isinstance(key, str) else None
         sync_key: Callable[[web.Request], str] | None = None
+        url_key: Callable[[URL], str] | None = None
         if template is not None:
             sync_key = template.compiled()
         elif key is None:
-            sync_key = functools.partial(_default_key, keys.default_key_prefix(resolved_name))
+            prefix = keys.default_key_prefix(resolved_name)
+            sync_key = functools.partial(_default_key, prefix)
+            url_key = functools.partial(_url_key, prefix)
         return cls(
             name=resolved_name,
             setting_name=handler_setting_name(resolved_name),
@@ -121,6 +131,7 @@ class HandlerSpec:
             compress=None
             if compress is None
             else encodings.parse_codings(compress if isinstance(compress, str) else list(compress)),
+            url_key=url_key,
         )
 
     async def base_key(self, request: web.Request) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from cachekit import encodings, policy
+from cachekit.ignored_query import IgnoredQuery, compiled
 from cachekit.settings import CacheSettings
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ class HandlerState:
     configured: policy.Configured
     #: Content codings its compressible entries are stored in, those this process has.
     codings: tuple[str, ...] = ()
+    #: The query parameters its default keys leave out (None: none, or not on the default
+    #: key: a template or key callable says itself what it keys on).
+    ignored_query: IgnoredQuery | None = None
     #: Fresh hits answered (the hot path's own counter), and every other result by
     #: (result, reason): what `cachekit_requests_total` reports per handler.
     hits: int = 0
@@ -57,6 +61,7 @@ def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:
         ),
         configured=configured,
         codings=encodings.usable(spec.compress if spec.compress is not None else settings.compress),
+        ignored_query=compiled(settings.ignore_query_params) if spec.url_key is not None else None,
     )
 
 

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any, cast
 
 from aiohttp import hdrs, web
+from yarl import URL
 
 from cachekit import keys, policy
 from cachekit.answers import answer_from, answer_initiator, answer_job, marked, run_marked
@@ -23,6 +24,7 @@ from cachekit.entry import CachedResponse
 from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, follow_vary_stub, refresh
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
+from cachekit.ignored_query import narrowed_request
 from cachekit.revalidation import unconditional_request
 from cachekit.storing import Call, Job
 
@@ -32,10 +34,12 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 _FRESH, _STALE = policy.Freshness.FRESH, policy.Freshness.STALE
 
 
-def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
+# The story is told in one function on purpose (ARCHITECTURE.md): every step in order, on
+# one page; each decision it takes is a call elsewhere.
+def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PLR0915
     """The coroutine function `@cached` puts in place of `handler`."""
 
-    async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:
+    async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:  # noqa: PLR0915
         request = args[-1] if args and type(args[-1]) is web.Request else _find_request(args)
         cache = cache_of(request, spec.name)
         call: Call = lambda: handler(*args, **kwargs)  # noqa: E731  (cheaper than a partial)
@@ -47,15 +51,24 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
         )
         if not admitted.allowed:
             return await _bypass(cache, spec, call, admitted.reason)
-        # 2. Key: from what aiohttp hands the handler (see `keys`).
+        state = cache.handler(spec)
+        # 2. Key: from what aiohttp hands the handler (see `keys`). On the default key,
+        # less the ignored query parameters, which the handler then never sees either.
+        narrowed = None
+        if (
+            (ignored := state.ignored_query) is not None
+            and (raw := request.rel_url.raw_query_string)
+            and ignored.may_apply(raw)
+            and (narrowed := ignored.narrowed(request.rel_url)) is not None
+        ):
+            call = _narrowed_call(handler, args, kwargs, request, narrowed)
         if spec.sync_key is not None and spec.unless is None:
-            base = spec.sync_key(request)
+            base = spec.sync_key(request) if narrowed is None else _narrowed_base(spec, narrowed)
         else:
-            computed, reason = await _base_with_callables(cache, spec, request)
+            computed, reason = await _base_with_callables(cache, spec, request, narrowed)
             if computed is None:
                 return await _bypass(cache, spec, call, reason)
             base = computed
-        state = cache.handler(spec)
         directives = (
             policy.request_directives(request.headers.get(hdrs.CACHE_CONTROL))
             if state.honor_request_cache_control
@@ -106,7 +119,10 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                 args,
                 kwargs,
                 entry,
+                narrowed=narrowed,
             )
+            if job is None:  # aiohttp cannot clone this request: serve it, store nothing
+                return await _unstored_miss(cache, spec, call, "uncloneable")
             if verdict is _STALE:
                 cache.count("stale_hits", spec, "stale")
                 cache.start_refresh(key, refresh(job))
@@ -136,13 +152,22 @@ def _job(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     entry: CachedResponse | None,
-) -> Job:
+    *,
+    narrowed: URL | None,
+) -> Job | None:
     """`job`, able to ask the handler with other requests: to revalidate `entry`, and
     without the client's conditionals and Range (`unconditional_request`): a fill's answer
     is stored and shared, so it must be the whole representation, never a 304 or a part
-    meant for one client."""
+    meant for one client. With a `narrowed` URL (ignored query parameters), the request
+    is replaced by its narrowed clone, the one its key was built from (None when aiohttp
+    cannot clone it)."""
     job.stale = entry
     job.call_with = call_with = partial(_call_with, handler, args, kwargs)
+    if narrowed is not None:
+        clone = narrowed_request(job.request, narrowed)
+        if clone is None:
+            return None
+        job.request, job.call = clone, call_with(clone)
     plain = unconditional_request(job.request)
     if plain is not job.request and plain is not None:
         job.call = call_with(plain)
@@ -163,6 +188,26 @@ def _call_with(
         for arg in args
     )
     return lambda: handler(*swapped, **kwargs)
+
+
+def _narrowed_call(
+    handler: Handler, args: tuple[Any, ...], kwargs: dict[str, Any], request: web.Request, url: URL
+) -> Call:
+    """The handler called with `request` less its ignored query parameters (`rel_url`
+    `url`); with `request` itself only where aiohttp cannot clone it (a body already
+    read), which the fill refuses to store (see `handle`)."""
+
+    def call() -> Awaitable[web.StreamResponse]:
+        clone = narrowed_request(request, url)
+        return _call_with(handler, args, kwargs, clone if clone is not None else request)()
+
+    return call
+
+
+def _narrowed_base(spec: HandlerSpec, url: URL) -> str:
+    """The default key of a handler for the narrowed URL (only default keys narrow)."""
+    assert spec.url_key is not None
+    return spec.url_key(url)
 
 
 def _find_request(args: tuple[Any, ...]) -> web.Request:
@@ -190,9 +235,10 @@ async def _unstored_miss(
 
 
 async def _base_with_callables(
-    cache: Cache, spec: HandlerSpec, request: web.Request
+    cache: Cache, spec: HandlerSpec, request: web.Request, narrowed: URL | None
 ) -> tuple[str | None, str]:
-    """The base key when `unless` or a key callable must run: (key, "") or (None, reason)."""
+    """The base key when `unless` or a key callable must run: (key, "") or (None, reason).
+    `unless` sees the request as sent; the key is the narrowed URL's when there is one."""
     try:
         if spec.unless is not None:
             verdict = spec.unless(request)
@@ -200,6 +246,8 @@ async def _base_with_callables(
                 verdict = await verdict
             if verdict:
                 return None, "unless"
+        if narrowed is not None:
+            return _narrowed_base(spec, narrowed), ""
         return await spec.base_key(request), ""
     except Exception:
         cache.count("errors")
