@@ -11,6 +11,10 @@ same narrowed URL: the key is still derived from exactly what the handler sees
 Names are matched case-sensitively, decoded (as `request.query` holds them), in full;
 `*` in a pattern matches any run of characters, nothing else is special. Pure except
 `narrowed_request`, which clones an aiohttp request.
+
+Off the hit path: a hit's key comes from the URL memo (`url_memo`), which remembers the
+narrowed key of each raw URL; the parameters are matched on the memo's misses, and the
+request is cloned only when the handler is about to run.
 """
 
 from __future__ import annotations
@@ -84,6 +88,13 @@ class IgnoredQuery:
         """False only when no parameter of `raw_query` (a URL's raw query string) can be
         ignored: one regular-expression search, no parsing."""
         return self._candidate.search(raw_query) is not None
+
+    def apply(self, url: URL) -> URL | None:
+        """`narrowed(url)` when its raw query may hold an ignored parameter, else None: the
+        one function both the key (`url_memo.memoized_narrowed_component`) and the request
+        handed to the handler (`narrowed_request`) are made from."""
+        raw = url.raw_query_string
+        return self.narrowed(url) if raw and self.may_apply(raw) else None
 
     def narrowed(self, url: URL) -> URL | None:
         """`url` without the ignored parameters (the others in their order, duplicates

@@ -14,7 +14,6 @@ from functools import partial
 from typing import Any, cast
 
 from aiohttp import hdrs, web
-from yarl import URL
 
 from cachekit import keys, policy
 from cachekit.answers import answer_from, answer_initiator, answer_job, marked, run_marked
@@ -24,6 +23,7 @@ from cachekit.entry import CachedResponse
 from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, follow_vary_stub, refresh
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
+from cachekit.handler_state import HandlerState
 from cachekit.ignored_query import narrowed_request
 from cachekit.revalidation import unconditional_request
 from cachekit.storing import Call, Job
@@ -34,12 +34,11 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 _FRESH, _STALE = policy.Freshness.FRESH, policy.Freshness.STALE
 
 
-# The story is told in one function on purpose (ARCHITECTURE.md): every step in order, on
-# one page; each decision it takes is a call elsewhere.
+# One page for the whole story, in order (ARCHITECTURE.md): its length is the story's.
 def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PLR0915
     """The coroutine function `@cached` puts in place of `handler`."""
 
-    async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:  # noqa: PLR0915
+    async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:
         request = args[-1] if args and type(args[-1]) is web.Request else _find_request(args)
         cache = cache_of(request, spec.name)
         call: Call = lambda: handler(*args, **kwargs)  # noqa: E731  (cheaper than a partial)
@@ -52,20 +51,12 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
         if not admitted.allowed:
             return await _bypass(cache, spec, call, admitted.reason)
         state = cache.handler(spec)
-        # 2. Key: from what aiohttp hands the handler (see `keys`). On the default key,
-        # less the ignored query parameters, which the handler then never sees either.
-        narrowed = None
-        if (
-            (ignored := state.ignored_query) is not None
-            and (raw := request.rel_url.raw_query_string)
-            and ignored.may_apply(raw)
-            and (narrowed := ignored.narrowed(request.rel_url)) is not None
-        ):
-            call = _narrowed_call(handler, args, kwargs, request, narrowed)
-        if spec.sync_key is not None and spec.unless is None:
-            base = spec.sync_key(request) if narrowed is None else _narrowed_base(spec, narrowed)
+        # 2. Key: from what aiohttp hands the handler (see `keys`); on the default key, less
+        # the ignored query parameters, which the handler is then never handed (`_handed`).
+        if state.sync_key is not None and spec.unless is None:
+            base = state.sync_key(request)
         else:
-            computed, reason = await _base_with_callables(cache, spec, request, narrowed)
+            computed, reason = await _base_with_callables(cache, spec, state, request)
             if computed is None:
                 return await _bypass(cache, spec, call, reason)
             base = computed
@@ -85,7 +76,9 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
                     cache=cache,
                     spec=spec,
                     request=request,
-                    call=call,
+                    call=_handed_later(
+                        state, request, call, partial(_call_with, handler, args, kwargs)
+                    ),
                     base=base,
                     rerouted=rerouted,
                 )
@@ -113,16 +106,27 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
                 return answer_from(
                     request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
                 )
-            job = _job(
-                Job(cache, spec, request, call, base, key, directives, generation, vary),
-                handler,
-                args,
-                kwargs,
-                entry,
-                narrowed=narrowed,
+            # The handler's request for this key (`_handed`), from here on the job's.
+            handed = _handed(
+                state, request, call, call_with := partial(_call_with, handler, args, kwargs)
             )
-            if job is None:  # aiohttp cannot clone this request: serve it, store nothing
+            if handed is None:  # aiohttp cannot clone it: served as sent, nothing stored
                 return await _unstored_miss(cache, spec, call, "uncloneable")
+            job = _job(
+                Job(
+                    cache,
+                    spec,
+                    handed[0],
+                    call := handed[1],
+                    base,
+                    key,
+                    directives,
+                    generation,
+                    vary,
+                ),
+                call_with,
+                entry,
+            )
             if verdict is _STALE:
                 cache.count("stale_hits", spec, "stale")
                 cache.start_refresh(key, refresh(job))
@@ -148,26 +152,15 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
 
 def _job(
     job: Job,
-    handler: Handler,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    call_with: Callable[[web.Request], Call],
     entry: CachedResponse | None,
-    *,
-    narrowed: URL | None,
-) -> Job | None:
+) -> Job:
     """`job`, able to ask the handler with other requests: to revalidate `entry`, and
     without the client's conditionals and Range (`unconditional_request`): a fill's answer
     is stored and shared, so it must be the whole representation, never a 304 or a part
-    meant for one client. With a `narrowed` URL (ignored query parameters), the request
-    is replaced by its narrowed clone, the one its key was built from (None when aiohttp
-    cannot clone it)."""
+    meant for one client."""
     job.stale = entry
-    job.call_with = call_with = partial(_call_with, handler, args, kwargs)
-    if narrowed is not None:
-        clone = narrowed_request(job.request, narrowed)
-        if clone is None:
-            return None
-        job.request, job.call = clone, call_with(clone)
+    job.call_with = call_with
     plain = unconditional_request(job.request)
     if plain is not job.request and plain is not None:
         job.call = call_with(plain)
@@ -190,24 +183,33 @@ def _call_with(
     return lambda: handler(*swapped, **kwargs)
 
 
-def _narrowed_call(
-    handler: Handler, args: tuple[Any, ...], kwargs: dict[str, Any], request: web.Request, url: URL
+def _handed(
+    state: HandlerState, request: web.Request, call: Call, call_with: Callable[[web.Request], Call]
+) -> tuple[web.Request, Call] | None:
+    """The request the handler is handed for this key, and the call that hands it over:
+    on the default key, a clone of `request` less its ignored query parameters (the key
+    was built from that same narrowed URL: `IgnoredQuery.apply`); else `request` and
+    `call` as they are. None when aiohttp cannot clone it (a body already read)."""
+    ignored = state.ignored_query
+    narrowed = ignored.apply(request.rel_url) if ignored is not None else None
+    if narrowed is None:
+        return request, call
+    clone = narrowed_request(request, narrowed)
+    return None if clone is None else (clone, call_with(clone))
+
+
+def _handed_later(
+    state: HandlerState, request: web.Request, call: Call, call_with: Callable[[web.Request], Call]
 ) -> Call:
-    """The handler called with `request` less its ignored query parameters (`rel_url`
-    `url`); with `request` itself only where aiohttp cannot clone it (a body already
-    read), which the fill refuses to store (see `handle`)."""
+    """`_handed`'s call, made when it runs (a request that joined a fill runs the handler
+    only when the fill's answer cannot be shared; then nothing is stored, so a request
+    aiohttp cannot clone is handed as it is)."""
 
-    def call() -> Awaitable[web.StreamResponse]:
-        clone = narrowed_request(request, url)
-        return _call_with(handler, args, kwargs, clone if clone is not None else request)()
+    def later() -> Awaitable[web.StreamResponse]:
+        handed = _handed(state, request, call, call_with)
+        return (call if handed is None else handed[1])()
 
-    return call
-
-
-def _narrowed_base(spec: HandlerSpec, url: URL) -> str:
-    """The default key of a handler for the narrowed URL (only default keys narrow)."""
-    assert spec.url_key is not None
-    return spec.url_key(url)
+    return later
 
 
 def _find_request(args: tuple[Any, ...]) -> web.Request:
@@ -235,10 +237,10 @@ async def _unstored_miss(
 
 
 async def _base_with_callables(
-    cache: Cache, spec: HandlerSpec, request: web.Request, narrowed: URL | None
+    cache: Cache, spec: HandlerSpec, state: HandlerState, request: web.Request
 ) -> tuple[str | None, str]:
     """The base key when `unless` or a key callable must run: (key, "") or (None, reason).
-    `unless` sees the request as sent; the key is the narrowed URL's when there is one."""
+    `unless` sees the request as sent (a bypassed request reaches the handler as sent)."""
     try:
         if spec.unless is not None:
             verdict = spec.unless(request)
@@ -246,9 +248,8 @@ async def _base_with_callables(
                 verdict = await verdict
             if verdict:
                 return None, "unless"
-        if narrowed is not None:
-            return _narrowed_base(spec, narrowed), ""
-        return await spec.base_key(request), ""
+        sync_key = state.sync_key
+        return (sync_key(request) if sync_key is not None else await spec.base_key(request)), ""
     except Exception:
         cache.count("errors")
         log.exception("cache key or `unless` of %s failed; serving uncached", spec.name)

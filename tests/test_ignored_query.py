@@ -5,6 +5,7 @@ the cheap pre-check and the narrowed URL, and the story end to end on every stor
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -189,6 +190,13 @@ def seen_routes(seen: list[Any]) -> web.RouteTableDef:
     async def unless(request: web.Request) -> web.Response:
         return echo(request, "unless")
 
+    @routes.get("/slow")
+    @cached(ttl=60)
+    async def slow(request: web.Request) -> web.Response:
+        seen.append(("slow", list(request.query.items())))
+        await asyncio.sleep(0.1)
+        return web.Response(text=f"slow {list(request.query.items())}")
+
     @routes.view("/view")
     class PageView(web.View):
         @cached(ttl=60)
@@ -254,21 +262,37 @@ async def test_a_key_template_naming_a_parameter_still_gets_it(
     assert (await called.json())["query"] == [["utm_source", "z"]]
 
 
-async def test_views_unless_and_head_never_see_them_either(
+async def test_views_head_and_unless(
     aiohttp_client: Any, request: pytest.FixtureRequest, store_kind: str
 ) -> None:
+    """A view method and an unstored HEAD are handed the narrowed request too; a request
+    `unless` bypasses reaches the handler as sent (the cache stays out of it)."""
     seen: list[Any] = []
     client = await client_for(aiohttp_client, request, store_kind, seen)
     assert_cache(await client.get("/view?utm_source=a&x=1"), "MISS")
     assert_cache(await client.get("/view?x=1&utm_campaign=b"), "HIT")
+    assert (await client.head("/page?utm_source=a")).status == 200
+    assert_cache(await client.get("/unless?utm_source=a"), "MISS")
     bypassed = await client.get("/unless?nocache=1&utm_source=a")
     assert_cache(bypassed, "BYPASS", "unless")
-    assert (await client.head("/page?utm_source=a")).status == 200
     assert [(label, query) for label, query, *_ in seen] == [
         ("view", [("x", "1")]),
-        ("unless", [("nocache", "1")]),
         ("page", []),
+        ("unless", []),
+        ("unless", [("nocache", "1"), ("utm_source", "a")]),
     ]
+
+
+async def test_requests_joining_a_fill_share_the_narrowed_answer(
+    aiohttp_client: Any, request: pytest.FixtureRequest, store_kind: str
+) -> None:
+    seen: list[Any] = []
+    client = await client_for(aiohttp_client, request, store_kind, seen)
+    answers = await asyncio.gather(
+        *(client.get(f"/slow?utm_source={n}&fbclid={n}") for n in range(10))
+    )
+    assert {await answer.text() for answer in answers} == {"slow []"}
+    assert len(seen) == 1
 
 
 async def test_off_when_the_setting_is_empty(
