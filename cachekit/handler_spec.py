@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from cachekit import encodings, keys, policy
+from cachekit.ignored_query import IgnoredQuery
 from cachekit.settings import handler_setting_name
-from cachekit.url_memo import memoized_url_component
+from cachekit.url_memo import memoized_narrowed_component, memoized_url_component
 
 KeyFunction = Callable[[web.Request], str | Awaitable[str]]
 KeySpec = str | KeyFunction | None
@@ -22,6 +23,10 @@ TagSpec = Iterable[str] | TagFunction
 
 def _default_key(prefix: str, request: web.Request) -> str:
     return prefix + memoized_url_component(request.rel_url)
+
+
+def _default_key_ignoring(prefix: str, ignored: IgnoredQuery, request: web.Request) -> str:
+    return prefix + memoized_narrowed_component(request.rel_url, ignored)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -56,6 +61,8 @@ class HandlerSpec:
     statuses_declared: bool = False
     #: Content codings to store this handler's responses in (None: the `compress` setting).
     compress: tuple[str, ...] | None = None
+    #: The part of its default keys naming the handler (None: it has a `key` of its own).
+    default_prefix: str | None = None
 
     @classmethod
     def build(
@@ -94,10 +101,11 @@ class HandlerSpec:
         vary_names = keys.normalise_header_names(["host", *vary] if key is None else vary)
         template = keys.KeyTemplate(key) if isinstance(key, str) else None
         sync_key: Callable[[web.Request], str] | None = None
+        default_prefix = keys.default_key_prefix(resolved_name) if key is None else None
         if template is not None:
             sync_key = template.compiled()
-        elif key is None:
-            sync_key = functools.partial(_default_key, keys.default_key_prefix(resolved_name))
+        elif default_prefix is not None:
+            sync_key = functools.partial(_default_key, default_prefix)
         return cls(
             name=resolved_name,
             setting_name=handler_setting_name(resolved_name),
@@ -121,10 +129,19 @@ class HandlerSpec:
             compress=None
             if compress is None
             else encodings.parse_codings(compress if isinstance(compress, str) else list(compress)),
+            default_prefix=default_prefix,
         )
 
+    def key_ignoring(self, ignored: IgnoredQuery | None) -> Callable[[web.Request], str] | None:
+        """`sync_key`, with default keys left without the query parameters `ignored` names
+        (the handler is then called without them: see `serving`)."""
+        if ignored is None or self.default_prefix is None:
+            return self.sync_key
+        return functools.partial(_default_key_ignoring, self.default_prefix, ignored)
+
     async def base_key(self, request: web.Request) -> str:
-        """The logical key of this request before any Vary suffix."""
+        """The logical key of this request before any Vary suffix (without ignored query
+        parameters: `key_ignoring` gives the key of a handler on the default key)."""
         if self.template is not None:
             return self.template.render(request)
         if self.key_function is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from aiohttp import web
+
 from cachekit import encodings, policy
+from cachekit.ignored_query import IgnoredQuery, compiled
 from cachekit.settings import CacheSettings
 
 if TYPE_CHECKING:
@@ -29,6 +32,11 @@ class HandlerState:
     configured: policy.Configured
     #: Content codings its compressible entries are stored in, those this process has.
     codings: tuple[str, ...] = ()
+    #: The query parameters its default keys leave out (None: none, or not on the default
+    #: key: a template or key callable says itself what it keys on).
+    ignored_query: IgnoredQuery | None = None
+    #: Its base key in one call (`HandlerSpec.key_ignoring`); None: a key callable.
+    sync_key: Callable[[web.Request], str] | None = None
     #: Fresh hits answered (the hot path's own counter), and every other result by
     #: (result, reason): what `cachekit_requests_total` reports per handler.
     hits: int = 0
@@ -52,6 +60,7 @@ def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:
         default_stale_if_error=settings.stale_if_error,
         heuristic_max_ttl=settings.heuristic_max_ttl if settings.heuristic_freshness else None,
     )
+    ignored = compiled(settings.ignore_query_params) if spec.default_prefix is not None else None
     return HandlerState(
         vary=spec.vary,
         emit_cache_control=emit if emit is not None else settings.emit_cache_control,
@@ -60,6 +69,8 @@ def resolve_handler(settings: CacheSettings, spec: HandlerSpec) -> HandlerState:
         ),
         configured=configured,
         codings=encodings.usable(spec.compress if spec.compress is not None else settings.compress),
+        ignored_query=ignored,
+        sync_key=spec.key_ignoring(ignored),
     )
 
 

@@ -23,6 +23,8 @@ from cachekit.entry import CachedResponse
 from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, follow_vary_stub, refresh
 from cachekit.flight import FillOutcome
 from cachekit.handler_spec import HandlerSpec
+from cachekit.handler_state import HandlerState
+from cachekit.ignored_query import narrowed_request
 from cachekit.revalidation import unconditional_request
 from cachekit.storing import Call, Job
 
@@ -32,7 +34,8 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 _FRESH, _STALE = policy.Freshness.FRESH, policy.Freshness.STALE
 
 
-def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
+# One page for the whole story, in order (ARCHITECTURE.md): its length is the story's.
+def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PLR0915
     """The coroutine function `@cached` puts in place of `handler`."""
 
     async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:
@@ -47,15 +50,16 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
         )
         if not admitted.allowed:
             return await _bypass(cache, spec, call, admitted.reason)
-        # 2. Key: from what aiohttp hands the handler (see `keys`).
-        if spec.sync_key is not None and spec.unless is None:
-            base = spec.sync_key(request)
+        state = cache.handler(spec)
+        # 2. Key: from what aiohttp hands the handler (see `keys`); on the default key, less
+        # the ignored query parameters, which the handler is then never handed (`_handed`).
+        if state.sync_key is not None and spec.unless is None:
+            base = state.sync_key(request)
         else:
-            computed, reason = await _base_with_callables(cache, spec, request)
+            computed, reason = await _base_with_callables(cache, spec, state, request)
             if computed is None:
                 return await _bypass(cache, spec, call, reason)
             base = computed
-        state = cache.handler(spec)
         directives = (
             policy.request_directives(request.headers.get(hdrs.CACHE_CONTROL))
             if state.honor_request_cache_control
@@ -72,7 +76,9 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                     cache=cache,
                     spec=spec,
                     request=request,
-                    call=call,
+                    call=_handed_later(
+                        state, request, call, partial(_call_with, handler, args, kwargs)
+                    ),
                     base=base,
                     rerouted=rerouted,
                 )
@@ -100,11 +106,25 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
                 return answer_from(
                     request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
                 )
+            # The handler's request for this key (`_handed`), from here on the job's.
+            handed = _handed(
+                state, request, call, call_with := partial(_call_with, handler, args, kwargs)
+            )
+            if handed is None:  # aiohttp cannot clone it: served as sent, nothing stored
+                return await _unstored_miss(cache, spec, call, "uncloneable")
             job = _job(
-                Job(cache, spec, request, call, base, key, directives, generation, vary),
-                handler,
-                args,
-                kwargs,
+                Job(
+                    cache,
+                    spec,
+                    handed[0],
+                    call := handed[1],
+                    base,
+                    key,
+                    directives,
+                    generation,
+                    vary,
+                ),
+                call_with,
                 entry,
             )
             if verdict is _STALE:
@@ -132,9 +152,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:
 
 def _job(
     job: Job,
-    handler: Handler,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    call_with: Callable[[web.Request], Call],
     entry: CachedResponse | None,
 ) -> Job:
     """`job`, able to ask the handler with other requests: to revalidate `entry`, and
@@ -142,7 +160,7 @@ def _job(
     is stored and shared, so it must be the whole representation, never a 304 or a part
     meant for one client."""
     job.stale = entry
-    job.call_with = call_with = partial(_call_with, handler, args, kwargs)
+    job.call_with = call_with
     plain = unconditional_request(job.request)
     if plain is not job.request and plain is not None:
         job.call = call_with(plain)
@@ -163,6 +181,35 @@ def _call_with(
         for arg in args
     )
     return lambda: handler(*swapped, **kwargs)
+
+
+def _handed(
+    state: HandlerState, request: web.Request, call: Call, call_with: Callable[[web.Request], Call]
+) -> tuple[web.Request, Call] | None:
+    """The request the handler is handed for this key, and the call that hands it over:
+    on the default key, a clone of `request` less its ignored query parameters (the key
+    was built from that same narrowed URL: `IgnoredQuery.apply`); else `request` and
+    `call` as they are. None when aiohttp cannot clone it (a body already read)."""
+    ignored = state.ignored_query
+    narrowed = ignored.apply(request.rel_url) if ignored is not None else None
+    if narrowed is None:
+        return request, call
+    clone = narrowed_request(request, narrowed)
+    return None if clone is None else (clone, call_with(clone))
+
+
+def _handed_later(
+    state: HandlerState, request: web.Request, call: Call, call_with: Callable[[web.Request], Call]
+) -> Call:
+    """`_handed`'s call, made when it runs (a request that joined a fill runs the handler
+    only when the fill's answer cannot be shared; then nothing is stored, so a request
+    aiohttp cannot clone is handed as it is)."""
+
+    def later() -> Awaitable[web.StreamResponse]:
+        handed = _handed(state, request, call, call_with)
+        return (call if handed is None else handed[1])()
+
+    return later
 
 
 def _find_request(args: tuple[Any, ...]) -> web.Request:
@@ -190,9 +237,10 @@ async def _unstored_miss(
 
 
 async def _base_with_callables(
-    cache: Cache, spec: HandlerSpec, request: web.Request
+    cache: Cache, spec: HandlerSpec, state: HandlerState, request: web.Request
 ) -> tuple[str | None, str]:
-    """The base key when `unless` or a key callable must run: (key, "") or (None, reason)."""
+    """The base key when `unless` or a key callable must run: (key, "") or (None, reason).
+    `unless` sees the request as sent (a bypassed request reaches the handler as sent)."""
     try:
         if spec.unless is not None:
             verdict = spec.unless(request)
@@ -200,7 +248,8 @@ async def _base_with_callables(
                 verdict = await verdict
             if verdict:
                 return None, "unless"
-        return await spec.base_key(request), ""
+        sync_key = state.sync_key
+        return (sync_key(request) if sync_key is not None else await spec.base_key(request)), ""
     except Exception:
         cache.count("errors")
         log.exception("cache key or `unless` of %s failed; serving uncached", spec.name)

@@ -11,6 +11,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from cachekit.backends.sentinel_url import parse_sentinel_url
 from cachekit.encodings import parse_codings
+from cachekit.ignored_query import parse_patterns
 
 ENV_PREFIX = "CACHEKIT_"
 NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -158,6 +159,14 @@ class CacheSettings(BaseSettings):
     compress_min_bytes: int = Field(
         default=1024, ge=0, description="Bodies shorter than this are stored uncompressed."
     )
+    ignore_query_params: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("utm_*", "fbclid", "gclid", "msclkid"),
+        description=(
+            "Query parameters left out of default keys, and out of the request their"
+            " handlers see: comma-separated names (case-sensitive, decoded), `*` matching"
+            " any characters; empty: none."
+        ),
+    )
     honor_request_cache_control: bool = Field(
         default=False,
         description="Act on the request's no-cache, no-store, max-age and only-if-cached.",
@@ -231,6 +240,15 @@ class CacheSettings(BaseSettings):
             return ()
         if isinstance(value, str | list | tuple):
             return parse_codings(value)
+        return value
+
+    @field_validator("ignore_query_params", mode="before")
+    @classmethod
+    def _parse_ignored(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str | list | tuple):
+            return parse_patterns(value)
         return value
 
     @field_validator("redis_url")

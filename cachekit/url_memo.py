@@ -12,7 +12,8 @@ every store through it end to end.
 
 Bounded: one `BoundedMemo` of `URL_COMPONENTS_MAX_BYTES` (README, "Memory budget"); the
 cost counted per value is the memory of the key's strings, the tuple and the component.
-What it buys (bench/README.md): the escaping and sorting of the path and query on a hit.
+What it buys (bench/README.md): the escaping and sorting of the path and query on a hit,
+and with `ignore_query_params`, matching the query's names against the patterns.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from typing import Final
 
 from yarl import URL
 
+from cachekit.ignored_query import IgnoredQuery
 from cachekit.keys import url_component
 from cachekit.memo import BoundedMemo
 
 URL_COMPONENTS_MAX_BYTES: Final = 1 << 20
 
-_COMPONENTS: Final[BoundedMemo[tuple[str, str, str], str]] = BoundedMemo(
-    "default-key URLs", URL_COMPONENTS_MAX_BYTES
+#: By the raw path, query and fragment; with ignored query parameters, by those and the
+#: `IgnoredQuery` (one object per distinct setting, compared by identity).
+_COMPONENTS: Final[BoundedMemo[tuple[str, str, str] | tuple[str, str, str, IgnoredQuery], str]] = (
+    BoundedMemo("default-key URLs", URL_COMPONENTS_MAX_BYTES)
 )
 _TUPLE_SIZE: Final = getsizeof((1, 2, 3))
+_LONGER_TUPLE_SIZE: Final = getsizeof((1, 2, 3, 4))
 
 
 def memoized_url_component(url: URL) -> str:
@@ -40,5 +45,18 @@ def memoized_url_component(url: URL) -> str:
     if component is None:
         component = url_component(url)
         cost = _TUPLE_SIZE + sum(map(getsizeof, parts)) + getsizeof(component)
+        _COMPONENTS.put(parts, component, cost)
+    return component
+
+
+def memoized_narrowed_component(url: URL, ignored: IgnoredQuery) -> str:
+    """`keys.url_component` of `url` less the query parameters `ignored` leaves out
+    (`IgnoredQuery.apply`, which reads only the same three raw strings), from the memo
+    when this URL's raw parts were seen with the same `ignored`."""
+    parts = (url.raw_path, url.raw_query_string, url.raw_fragment, ignored)
+    component = _COMPONENTS.get(parts)
+    if component is None:
+        component = url_component(ignored.apply(url) or url)
+        cost = _LONGER_TUPLE_SIZE + sum(map(getsizeof, parts[:3])) + getsizeof(component)
         _COMPONENTS.put(parts, component, cost)
     return component

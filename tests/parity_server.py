@@ -3,10 +3,13 @@
     python -m tests.parity_server [--redis-url URL]
 
 serves one app per store on its own 127.0.0.1 port and prints their ports as one JSON line
-(`{"fresh": P, "memory": P, "fakeredis": P, "redis": P, "redis-near": P}`), then serves
-until stdin closes. `fresh` runs the same handlers without a cache: what every request
-would get if nothing were cached. A process of its own so that the test can run aiohttp's C
-request parser and its Python one (`AIOHTTP_NO_EXTENSIONS=1`), chosen at import time.
+(`{"fresh": P, "passthrough": P, "memory": P, "fakeredis": P, "redis": P, "redis-near": P}`),
+then serves until stdin closes. `fresh` runs the same handlers without a cache: what every
+request would get if nothing were cached. `passthrough` runs them through cachekit with a
+TTL of 0 (nothing is stored): what the handler is handed for each request once cachekit
+drops the ignored query parameters (`ignore_query_params`, the default setting). A process
+of its own so that the test can run aiohttp's C request parser and its Python one
+(`AIOHTTP_NO_EXTENSIONS=1`), chosen at import time.
 
 Every handler echoes what aiohttp handed it. For the default key that is everything the
 key promises to respect: the decoded path, `match_info`, the parsed query (parameters in
@@ -73,13 +76,13 @@ async def templated(request: web.Request) -> web.Response:
 
 
 def build_app(
-    cache_store: Store | None, *, cached_app: bool = True, **overrides: Any
+    cache_store: Store | None, *, cached_app: bool = True, ttl: float = 3600, **overrides: Any
 ) -> web.Application:
     """The parity routes, cached on `cache_store` (or the store the settings `overrides`
     name), or without a cache at all (the fresh app)."""
 
     def wrap(handler: Handler, **options: Any) -> Handler:
-        return cached(ttl=3600, **options)(handler) if cached_app else handler
+        return cached(ttl=ttl, **options)(handler) if cached_app else handler
 
     app = web.Application()
     app.router.add_get("/item/{id}", wrap(item))
@@ -94,6 +97,7 @@ def build_app(
 async def serve(redis_url: str | None) -> None:
     apps: dict[str, web.Application] = {
         "fresh": build_app(None, cached_app=False),
+        "passthrough": build_app(None, ttl=0),
         "memory": build_app_for("memory", None),
         "fakeredis": build_app_for("fakeredis", None),
     }

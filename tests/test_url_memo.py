@@ -15,14 +15,18 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from cachekit import url_memo
+from cachekit.ignored_query import IgnoredQuery
 from cachekit.keys import url_component
 from cachekit.memo import BoundedMemo
-from cachekit.url_memo import memoized_url_component
+from cachekit.url_memo import memoized_narrowed_component, memoized_url_component
 
 TOKENS = [
     "item", "1", "a", "b", "/", "//", "#", "?", "&", "=", ";", "%2F", "%3F", "%23", "%25",
     "%26", "%3D", ".", "..", "+", "%20", "%2B", "%ff", "%C3%A9", "%", "~", "é", "\x00", " ",
+    "utm_a", "utm%5Fb", "a*",
 ]  # fmt: skip
+#: Settings the memo is shared between (one memo for every app of a process).
+IGNORED = [None, IgnoredQuery(("utm_*", "fbclid")), IgnoredQuery(("a", "b*")), None]
 pieces = st.lists(st.sampled_from(TOKENS), max_size=8).map("".join)
 
 
@@ -58,6 +62,20 @@ def test_the_memo_answers_what_the_function_does(sequence: list[URL]) -> None:
     url_memo._COMPONENTS.clear()
     for url in sequence + sequence[::-1]:
         assert memoized_url_component(url) == url_component(url)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(urls, st.sampled_from(IGNORED)), min_size=1, max_size=12))
+def test_with_ignored_parameters_the_memo_answers_what_the_narrowed_url_gives(
+    sequence: list[tuple[URL, IgnoredQuery | None]],
+) -> None:
+    url_memo._COMPONENTS.clear()
+    for url, ignored in sequence + sequence[::-1]:
+        if ignored is None:
+            assert memoized_url_component(url) == url_component(url)
+        else:
+            expected = url_component(ignored.apply(url) or url)
+            assert memoized_narrowed_component(url, ignored) == expected
 
 
 def test_a_literal_hash_in_the_path_is_not_a_fragment() -> None:
