@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import hdrs, web
 
@@ -13,6 +13,10 @@ from cachekit.flight import FillOutcome
 from cachekit.ranges import RangeAnswer, if_range_holds, select_range
 from cachekit.responses import coded_body, from_entry, mark, part_from_entry
 from cachekit.storing import STORED, Call, Job
+
+if TYPE_CHECKING:
+    from cachekit.cache import Cache
+    from cachekit.handler_spec import HandlerSpec
 
 
 def answer_initiator(job: Job, outcome: FillOutcome) -> web.StreamResponse:
@@ -145,3 +149,19 @@ def marked(response: web.StreamResponse, x_cache: str, status: str) -> web.Strea
     if not response.prepared:
         mark(response, x_cache, status)
     return response
+
+
+async def bypass(cache: Cache, spec: HandlerSpec, call: Call, reason: str) -> web.StreamResponse:
+    """The handler's own answer to a request the cache stays out of, labelled BYPASS."""
+    cache.count("bypasses", spec, "bypass", reason)
+    return await run_marked(call, "BYPASS", f"fwd=bypass; detail={reason}")
+
+
+async def unstored_miss(
+    cache: Cache, spec: HandlerSpec, call: Call | None, reason: str
+) -> web.StreamResponse:
+    """A miss answered without filling: the handler's own answer (None: a 504)."""
+    cache.tally(spec, "miss")
+    if call is None:
+        return marked(web.Response(status=504), "MISS", f"fwd=miss; detail={reason}")
+    return await run_marked(call, "MISS", f"fwd=miss; detail={reason}")

@@ -16,16 +16,15 @@ from typing import Any, cast
 from aiohttp import hdrs, web
 
 from cachekit import keys, policy
-from cachekit.answers import answer_from, answer_initiator, answer_job, marked, run_marked
+from cachekit.answers import answer_from, answer_initiator, answer_job, bypass, unstored_miss
 from cachekit.app import cache_of
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, follow_vary_stub, refresh
 from cachekit.flight import FillOutcome
+from cachekit.handler_calls import call_with, find_request, handed, handed_later, job_for
 from cachekit.handler_spec import HandlerSpec
 from cachekit.handler_state import HandlerState
-from cachekit.ignored_query import narrowed_request
-from cachekit.revalidation import unconditional_request
 from cachekit.storing import Call, Job
 
 log = logging.getLogger("cachekit")
@@ -38,8 +37,8 @@ _FRESH, _STALE = policy.Freshness.FRESH, policy.Freshness.STALE
 def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PLR0915
     """The coroutine function `@cached` puts in place of `handler`."""
 
-    async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:
-        request = args[-1] if args and type(args[-1]) is web.Request else _find_request(args)
+    async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:  # noqa: PLR0915
+        request = args[-1] if args and type(args[-1]) is web.Request else find_request(args)
         cache = cache_of(request, spec.name)
         call: Call = lambda: handler(*args, **kwargs)  # noqa: E731  (cheaper than a partial)
         if not cache.settings.enabled:
@@ -49,16 +48,16 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             request.method, hdrs.AUTHORIZATION in request.headers, spec.authorization_keyed
         )
         if not admitted.allowed:
-            return await _bypass(cache, spec, call, admitted.reason)
+            return await bypass(cache, spec, call, admitted.reason)
         state = cache.handler(spec)
         # 2. Key: from what aiohttp hands the handler (see `keys`); on the default key, less
-        # the ignored query parameters, which the handler is then never handed (`_handed`).
+        # the ignored query parameters, which the handler is then never handed (`handed`).
         if state.sync_key is not None and spec.unless is None:
             base = state.sync_key(request)
         else:
             computed, reason = await _base_with_callables(cache, spec, state, request)
             if computed is None:
-                return await _bypass(cache, spec, call, reason)
+                return await bypass(cache, spec, call, reason)
             base = computed
         directives = (
             policy.request_directives(request.headers.get(hdrs.CACHE_CONTROL))
@@ -76,8 +75,8 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
                     cache=cache,
                     spec=spec,
                     request=request,
-                    call=_handed_later(
-                        state, request, call, partial(_call_with, handler, args, kwargs)
+                    call=handed_later(
+                        state, request, call, partial(call_with, handler, args, kwargs)
                     ),
                     base=base,
                     rerouted=rerouted,
@@ -106,25 +105,15 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
                 return answer_from(
                     request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
                 )
-            # The handler's request for this key (`_handed`), from here on the job's.
-            handed = _handed(
-                state, request, call, call_with := partial(_call_with, handler, args, kwargs)
-            )
-            if handed is None:  # aiohttp cannot clone it: served as sent, nothing stored
-                return await _unstored_miss(cache, spec, call, "uncloneable")
-            job = _job(
-                Job(
-                    cache,
-                    spec,
-                    handed[0],
-                    call := handed[1],
-                    base,
-                    key,
-                    directives,
-                    generation,
-                    vary,
-                ),
-                call_with,
+            # The handler's request for this key (`handed`), from here on the job's.
+            asks = partial(call_with, handler, args, kwargs)
+            handed_to = handed(state, request, call, asks)
+            if handed_to is None:  # aiohttp cannot clone it: served as sent, nothing stored
+                return await unstored_miss(cache, spec, call, "uncloneable")
+            request_handed, call = handed_to
+            job = job_for(
+                Job(cache, spec, request_handed, call, base, key, directives, generation, vary),
+                asks,
                 entry,
             )
             if verdict is _STALE:
@@ -134,11 +123,11 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
                 return answer_job(job, cast(CachedResponse, entry), "hit; fwd=stale", "STALE")
             cache.count("misses")
             if directives.only_if_cached:
-                return await _unstored_miss(cache, spec, None, "only-if-cached")
+                return await unstored_miss(cache, spec, None, "only-if-cached")
             if request.method == "HEAD" or directives.no_store:
                 # A handler may answer HEAD with an empty body; it must never become the GET entry.
                 reason = "head" if request.method == "HEAD" else "no-store"
-                return await _unstored_miss(cache, spec, call, reason)
+                return await unstored_miss(cache, spec, call, reason)
             if cache.running_fill(key) is not None:
                 continue  # one started while we looked up: join it
             # 6. Fill: this request runs the handler for everyone asking the same key.
@@ -148,92 +137,6 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             return answer_initiator(job, await asyncio.shield(task))
 
     return handle
-
-
-def _job(
-    job: Job,
-    call_with: Callable[[web.Request], Call],
-    entry: CachedResponse | None,
-) -> Job:
-    """`job`, able to ask the handler with other requests: to revalidate `entry`, and
-    without the client's conditionals and Range (`unconditional_request`): a fill's answer
-    is stored and shared, so it must be the whole representation, never a 304 or a part
-    meant for one client."""
-    job.stale = entry
-    job.call_with = call_with
-    plain = unconditional_request(job.request)
-    if plain is not job.request and plain is not None:
-        job.call = call_with(plain)
-    return job
-
-
-def _call_with(
-    handler: Handler, args: tuple[Any, ...], kwargs: dict[str, Any], request: web.Request
-) -> Call:
-    """The handler bound to `request` in place of the one it was called with (a web.View
-    is made anew around it): how a revalidation asks with a conditional clone."""
-    swapped = tuple(
-        request
-        if isinstance(arg, web.BaseRequest)
-        else type(arg)(request)
-        if isinstance(arg, web.View)
-        else arg
-        for arg in args
-    )
-    return lambda: handler(*swapped, **kwargs)
-
-
-def _handed(
-    state: HandlerState, request: web.Request, call: Call, call_with: Callable[[web.Request], Call]
-) -> tuple[web.Request, Call] | None:
-    """The request the handler is handed for this key, and the call that hands it over:
-    on the default key, a clone of `request` less its ignored query parameters (the key
-    was built from that same narrowed URL: `IgnoredQuery.apply`); else `request` and
-    `call` as they are. None when aiohttp cannot clone it (a body already read)."""
-    ignored = state.ignored_query
-    narrowed = ignored.apply(request.rel_url) if ignored is not None else None
-    if narrowed is None:
-        return request, call
-    clone = narrowed_request(request, narrowed)
-    return None if clone is None else (clone, call_with(clone))
-
-
-def _handed_later(
-    state: HandlerState, request: web.Request, call: Call, call_with: Callable[[web.Request], Call]
-) -> Call:
-    """`_handed`'s call, made when it runs (a request that joined a fill runs the handler
-    only when the fill's answer cannot be shared; then nothing is stored, so a request
-    aiohttp cannot clone is handed as it is)."""
-
-    def later() -> Awaitable[web.StreamResponse]:
-        handed = _handed(state, request, call, call_with)
-        return (call if handed is None else handed[1])()
-
-    return later
-
-
-def _find_request(args: tuple[Any, ...]) -> web.Request:
-    for arg in reversed(args):
-        if isinstance(arg, web.BaseRequest):
-            return cast(web.Request, arg)
-        if isinstance(arg, web.View):
-            return arg.request
-    raise TypeError("a @cached handler takes the request (or is a web.View method)")
-
-
-async def _bypass(cache: Cache, spec: HandlerSpec, call: Call, reason: str) -> web.StreamResponse:
-    cache.count("bypasses", spec, "bypass", reason)
-    return await run_marked(call, "BYPASS", f"fwd=bypass; detail={reason}")
-
-
-async def _unstored_miss(
-    cache: Cache, spec: HandlerSpec, call: Call | None, reason: str
-) -> web.StreamResponse:
-    """A miss answered without filling: the handler's own answer (None: a 504)."""
-    cache.tally(spec, "miss")
-    if call is None:
-        return marked(web.Response(status=504), "MISS", f"fwd=miss; detail={reason}")
-    return await run_marked(call, "MISS", f"fwd=miss; detail={reason}")
 
 
 async def _base_with_callables(
@@ -288,4 +191,4 @@ async def _join(
     if outcome.error is not None and not isinstance(outcome.error, web.HTTPException):
         raise outcome.error
     # Not shareable (a cookie, a private or streamed response): this request runs its own.
-    return await _unstored_miss(cache, spec, call, "uncollapsible")
+    return await unstored_miss(cache, spec, call, "uncollapsible")

@@ -42,11 +42,13 @@ def test_settings_check_sentinel_urls_without_redis_code() -> None:
     settings = imported_modules(PACKAGE / "settings.py")
     parser = imported_modules(PACKAGE / "backends" / "sentinel_url.py")
     codings = imported_modules(PACKAGE / "encodings.py")
+    ignored = imported_modules(PACKAGE / "ignored_query.py")
     assert {name for name in settings if name.startswith("cachekit")} == {
         "cachekit.backends.sentinel_url",
         "cachekit.encodings",
+        "cachekit.ignored_query",
     }
-    for name in settings | parser | codings:
+    for name in settings | parser | codings | ignored:
         assert name.split(".")[0] not in ("redis", "hiredis"), name
     assert not any(name.startswith("cachekit") for name in parser)
     assert {name for name in codings if name.startswith("cachekit")} <= {
