@@ -25,6 +25,7 @@ from cachekit.backends.topology import REDIS_ERRORS
 from cachekit.entry import CachedResponse, CorruptEntry, decode
 from cachekit.purging import as_purges_left
 from cachekit.settings import CacheSettings, SettingsError, load_settings
+from cachekit.worker_stats import MOST_WORKERS, parse_report, summed
 
 EXIT_OK: Final = 0
 EXIT_NOT_FOUND: Final = 1
@@ -55,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("stats", parents=[common], help="entries, tags, memory used and hit ratio")
+    commands.add_parser(
+        "stats",
+        parents=[common],
+        help="entries, tags, memory used, hit ratio, and each handler's requests by result"
+        " over the workers reporting now",
+    )
     purge = commands.add_parser("purge", parents=[common], help="remove entries")
     purge.add_argument("--tag", action="append", default=[], help="entries under TAG (repeatable)")
     purge.add_argument(
@@ -144,6 +150,9 @@ async def _stats(store: RedisStore, settings: CacheSettings) -> dict[str, Any]:
     }
     served = counters.get("hits", 0) + counters.get("stale_hits", 0)
     asked = served + counters.get("misses", 0)
+    # The workers reporting now (the admin API's /stats adds them up the same way).
+    reports = [parse_report(report.data) for report in await store.worker_reports(MOST_WORKERS)]
+    handlers, _ = summed(report for report in reports if report is not None)
     return {
         "store": f"redis {settings.redis_mode} at {_where(settings)}",
         "namespace": layout.namespace,
@@ -155,6 +164,8 @@ async def _stats(store: RedisStore, settings: CacheSettings) -> dict[str, Any]:
         "stale_hits": counters.get("stale_hits", 0),
         "misses": counters.get("misses", 0),
         "hit_ratio": round(served / asked, 4) if asked else None,
+        "workers": sum(report is not None for report in reports),
+        "handlers": handlers,
     }
 
 
@@ -291,6 +302,16 @@ def _human(command: str, result: dict[str, Any]) -> str:
         elif name == "hit_ratio":
             shown = (
                 "unknown (no app has published counters yet)" if value is None else f"{value:.1%}"
+            )
+        elif name == "handlers":
+            shown = (
+                "".join(
+                    f"\n    {handler}: {figures['requests']} requests ("
+                    + ", ".join(f"{result} {count}" for result, count in figures["results"].items())
+                    + ")"
+                    for handler, figures in value.items()
+                )
+                or "- (no worker reports)"
             )
         elif name == "headers":
             shown = "".join(f"\n    {header}: {text}" for header, text in value) or "-"

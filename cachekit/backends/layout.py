@@ -9,8 +9,13 @@ For namespace `ns` and logical key `k` = base `b` + optional `#variant`:
     ns:t:{=TAG}     the sorted set of logical keys stored under TAG, scored by expiry (ms)
     ns:tv:{=TAG}    TAG's version (a random token), recorded by entries, replaced by purges
     ns:stats        counters (hits, misses, ...) published by every process, for the CLI
+    ns:w:{~workers}     the sorted set of app processes (workers) reporting their figures,
+                        scored by their last report (Redis's clock, ms)
+    ns:w:{~workers}:ID  worker ID's latest figures (JSON), expiring unless renewed
 Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
-tag's index and version share `{=TAG}` (the `=` keeps the hash tag non-empty).
+tag's index and version share `{=TAG}` (the `=` keeps the hash tag non-empty); the workers'
+keys share `{~workers}`, so one script writes a report and its index entry, one MGET reads
+every report.
 """
 
 from __future__ import annotations
@@ -71,6 +76,15 @@ class KeyLayout:
     def stats_key(self) -> str:
         """The Redis hash of counters published by the app processes."""
         return f"{self._namespace}:stats"
+
+    @property
+    def workers_key(self) -> str:
+        """The Redis sorted set of the workers reporting their figures (worker ids)."""
+        return f"{self._namespace}:w:{{~workers}}"
+
+    def worker_key(self, worker: str) -> str:
+        """The Redis key of worker `worker`'s latest figures (same slot as the index)."""
+        return f"{self._namespace}:w:{{~workers}}:{worker}"
 
     # The namespace admits no SCAN wildcard characters (settings.NAMESPACE_PATTERN), so
     # these patterns match exactly the keys of their kind.
