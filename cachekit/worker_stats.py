@@ -17,6 +17,7 @@ shape is left out and counted (`unreadable`), never trusted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -181,6 +182,9 @@ class WorkerReporter:
 
     async def running(self, _: web.Application) -> AsyncIterator[None]:
         """An app's `cleanup_ctx`: publish while the app serves, withdraw when it stops."""
+        # Who we are is settled here, in the serving process: an app built before a fork
+        # (gunicorn's --preload) would otherwise give every worker the parent's identity.
+        self.worker = Worker.this_process()
         task = asyncio.get_running_loop().create_task(self.run())
         yield
         task.cancel()
@@ -226,7 +230,7 @@ async def stats_view(cache: Cache, reporter: WorkerReporter | None) -> dict[str,
     """What `GET {prefix}/stats` answers: every worker's figures added up on a shared store
     (`"scope": "cluster"`), this process's alone otherwise (`"scope": "process"`)."""
     own = figures_of(cache)
-    worker = reporter.worker if reporter is not None else Worker.this_process()
+    worker = reporter.worker if reporter is not None else _process_worker(os.getpid())
     mine = _worker_entry(worker.id, _facts(worker), own, time.time(), this=True)
     view: dict[str, Any] = {"scope": "process", "pid": os.getpid(), "process": cache.stats()}
     reports: list[WorkerReport] = []
@@ -260,6 +264,13 @@ async def stats_view(cache: Cache, reporter: WorkerReporter | None) -> dict[str,
         total=total,
     )
     return view
+
+
+@functools.lru_cache(maxsize=1)
+def _process_worker(pid: int) -> Worker:
+    """This process as a worker, one identity per process (`pid`: made anew after a fork)."""
+    del pid
+    return Worker.this_process()
 
 
 def _facts(worker: Worker) -> dict[str, Any]:

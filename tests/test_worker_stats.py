@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from redis.crc import key_slot
 
-from cachekit import Cache, cached
+from cachekit import Cache, cached, worker_stats
 from cachekit.admin import setup_admin
 from cachekit.backends.base import Store, StoreError, WorkerReport
 from cachekit.backends.cluster import ClusterStore
@@ -309,3 +309,17 @@ async def test_stopping_never_waits_on_a_client_that_swallows_the_cancellation()
     assert asyncio.get_running_loop().time() - started < 0.5
     assert board.withdrawn == [reporter.worker.id] and board.swallowed == 1
     assert reporter.errors == 0
+
+
+async def test_the_worker_is_the_process_that_serves(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app built before a fork (gunicorn --preload) reports as each serving process."""
+    store = RedisStore(fakeredis.FakeAsyncRedis(), NAMESPACE, 1.0)
+    app, _ = make_app(routes(), store=store)
+    built_by = app[REPORTER].worker
+    monkeypatch.setattr(worker_stats.os, "getpid", lambda: built_by.pid + 1)  # "forked"
+    await aiohttp_client(app)
+    serving = app[REPORTER].worker
+    assert serving.pid == built_by.pid + 1 and serving.id != built_by.id
+    assert [report.worker for report in await store.worker_reports(10)] == [serving.id]
