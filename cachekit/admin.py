@@ -1,8 +1,9 @@
 """A guarded admin API: `setup_admin(app, prefix="/_cache")` mounts a sub-application that
 answers only requests bearing the `admin_token` (`CACHEKIT_ADMIN_TOKEN`).
 
-- `GET {prefix}/stats`: this process's counters and store figures, and each handler's
-  requests by result, as JSON.
+- `GET {prefix}/stats`: each handler's requests by result and the counters, added up over
+  every worker on a shared store (`cachekit.worker_stats`), with this process's counters
+  and store figures, as JSON.
 - `POST {prefix}/purge` with a JSON body, one of `{"tags": [...]}`, `{"keys": [...]}`,
   `{"handler": "get_product", "params": {"id": "7"}}` or `{"namespace": true}`, and
   optionally `"soft": true`: answers what was purged. Bad JSON or unknown fields: 400.
@@ -22,13 +23,13 @@ characters.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 from pydantic import SecretStr
 
+from cachekit import worker_stats
 from cachekit.admin_auth import AdminAuth
 from cachekit.admin_keys import keys_report
 from cachekit.app import get_cache
@@ -78,18 +79,8 @@ async def _not_found(request: web.Request) -> web.Response:
 
 
 async def _stats(request: web.Request) -> web.Response:
-    cache = request.app[_CACHE]
-    handlers = {
-        name: {
-            "results": {
-                f"{result}:{reason}" if reason else result: count
-                for (result, reason), count in sorted(results.items())
-            },
-            "requests": sum(results.values()),
-        }
-        for name, results in cache.handler_results()
-    }
-    return web.json_response({"pid": os.getpid(), "process": cache.stats(), "handlers": handlers})
+    reporter = request.config_dict.get(worker_stats.REPORTER)
+    return web.json_response(await worker_stats.stats_view(request.app[_CACHE], reporter))
 
 
 def _bad(message: str) -> web.Response:

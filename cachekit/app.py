@@ -20,6 +20,7 @@ from cachekit.invalidation import unsafe_method_receiver
 from cachekit.policy import SAFE_METHODS
 from cachekit.purging import PurgeHook
 from cachekit.settings import CacheSettings, load_settings
+from cachekit.worker_stats import REPORTER, reporter_for
 
 log = logging.getLogger("cachekit")
 
@@ -121,6 +122,10 @@ def setup_cache(
         await cache.close()
 
     app.cleanup_ctx.append(cache_lifecycle)
+    # After the cache's: starts once the store is up, stops before it is closed.
+    if (reporter := reporter_for(cache)) is not None:
+        app[REPORTER] = reporter
+        app.cleanup_ctx.append(reporter.running)
     return cache
 
 

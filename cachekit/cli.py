@@ -27,6 +27,7 @@ from cachekit.entry_format import decode
 from cachekit.key_growth import WINDOW_SECONDS, report
 from cachekit.purging import as_purges_left
 from cachekit.settings import CacheSettings, SettingsError, load_settings
+from cachekit.worker_stats import MOST_WORKERS, parse_report, summed
 
 EXIT_OK: Final = 0
 EXIT_NOT_FOUND: Final = 1
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "stats",
         parents=[common],
-        help="entries, tags, memory used, hit ratio, and each handler's distinct keys",
+        help="entries, tags, memory used, hit ratio, each handler's requests by result over the"
+        " workers reporting now, and each handler's distinct keys",
     )
     purge = commands.add_parser("purge", parents=[common], help="remove entries")
     purge.add_argument("--tag", action="append", default=[], help="entries under TAG (repeatable)")
@@ -156,6 +158,9 @@ async def _stats(store: RedisStore, settings: CacheSettings) -> dict[str, Any]:
     }
     served = counters.get("hits", 0) + counters.get("stale_hits", 0)
     asked = served + counters.get("misses", 0)
+    # The workers reporting now (the admin API's /stats adds them up the same way).
+    reports = [parse_report(report.data) for report in await store.worker_reports(MOST_WORKERS)]
+    handlers, _ = summed(report for report in reports if report is not None)
     return {
         "store": f"redis {settings.redis_mode} at {_where(settings)}",
         "namespace": layout.namespace,
@@ -167,6 +172,8 @@ async def _stats(store: RedisStore, settings: CacheSettings) -> dict[str, Any]:
         "stale_hits": counters.get("stale_hits", 0),
         "misses": counters.get("misses", 0),
         "hit_ratio": round(served / asked, 4) if asked else None,
+        "workers": sum(report is not None for report in reports),
+        "handlers": handlers,
         "keys": await _key_counts(store),
     }
 
@@ -317,6 +324,16 @@ def _human(command: str, result: dict[str, Any]) -> str:
             )
         elif name == "keys":
             shown = _keys_text(value)
+        elif name == "handlers":
+            shown = (
+                "".join(
+                    f"\n    {handler}: {figures['requests']} requests ("
+                    + ", ".join(f"{result} {count}" for result, count in figures["results"].items())
+                    + ")"
+                    for handler, figures in value.items()
+                )
+                or "- (no worker reports)"
+            )
         elif name == "headers":
             shown = "".join(f"\n    {header}: {text}" for header, text in value) or "-"
         elif isinstance(value, list):

@@ -75,9 +75,14 @@ def conditional_headers(request_lines: Lines, asked: Lines) -> CIMultiDict[str]:
 
 def conditional_request(request: web.Request, asked: Lines) -> web.Request | None:
     """A clone of `request` asking with `asked` instead of the client's conditionals (its
-    match_info and app kept); None when aiohttp cannot clone it (a body already read)."""
+    match_info, app, scheme and host kept); None when aiohttp cannot clone it (a body
+    already read)."""
+    headers = conditional_headers(list(request.headers.items()), asked)
     try:
-        return request.clone(headers=conditional_headers(list(request.headers.items()), asked))
+        # Scheme and host given explicitly: `request` may itself be a clone that set them
+        # (a narrowed request, a proxy's `clone(host=...)`), which a clone would forget,
+        # reading the host from the Host header: not the host of the key.
+        return request.clone(headers=headers, scheme=request.scheme, host=request.host)
     except RuntimeError:
         return None
 

@@ -9,6 +9,8 @@ in Redis (`INCR gunicorn:runs`), so the test can add up every worker's runs. Rou
     POST /purge/{id}   invalidate_tags("item:{id}") through this worker's cache
     GET  /pid          this worker's pid (to see that both workers answer)
     GET  /metrics      Prometheus metrics, when CACHEKIT_METRICS_PATH=/metrics is set
+    GET  /_cache/stats the admin API's figures over every worker, when CACHEKIT_ADMIN_TOKEN
+                       is set
 
 Every response names the worker that answered in `X-Pid`.
 """
@@ -24,6 +26,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from cachekit import cached, get_cache, setup_cache
+from cachekit.admin import setup_admin
 
 RUNS_KEY = "gunicorn:runs"
 REDIS_KEY: web.AppKey[Redis] = web.AppKey("gunicorn_test_redis", Redis)
@@ -60,6 +63,8 @@ async def create_app() -> web.Application:
     app.router.add_post("/purge/{id}", purge)
     app.router.add_get("/pid", pid)
     setup_cache(app)
+    if os.environ.get("CACHEKIT_ADMIN_TOKEN"):
+        setup_admin(app)
 
     async def counter(app: web.Application) -> AsyncIterator[None]:
         app[REDIS_KEY] = Redis.from_url(os.environ["CACHEKIT_REDIS_URL"])

@@ -82,6 +82,32 @@ async def test_stats(store: RedisStore, real_redis_url: str) -> None:
     assert again == facts
 
 
+async def test_stats_add_up_the_workers_reporting_now(
+    store: RedisStore, real_redis_url: str
+) -> None:
+    env = {"CACHEKIT_REDIS_URL": real_redis_url}
+    assert json.loads((await run_cli("stats", "--json", **env)).stdout)["handlers"] == {}
+    report = {"pid": 1, "host": "a", "started": 0.0, "counters": {"hits": 3}}
+    await store.publish_worker(
+        "a:1", json.dumps({**report, "handlers": {"page": {"hit": 3, "miss": 1}}}).encode(), 5, 9
+    )
+    await store.publish_worker(
+        "b:2",
+        json.dumps({**report, "handlers": {"page": {"hit": 5}, "item": {"miss": 2}}}).encode(),
+        5,
+        9,
+    )
+    await store.publish_worker("c:3", b"not cachekit's", 5, 9)
+    facts = json.loads((await run_cli("stats", "--json", **env)).stdout)
+    assert facts["workers"] == 2
+    assert facts["handlers"] == {
+        "item": {"results": {"miss": 2}, "requests": 2},
+        "page": {"results": {"hit": 8, "miss": 1}, "requests": 9},
+    }
+    human = (await run_cli("stats", **env)).stdout
+    assert "page: 9 requests (hit 8, miss 1)" in human and "item: 2 requests (miss 2)" in human
+
+
 async def test_purge_by_tag_key_and_all(store: RedisStore, real_redis_url: str) -> None:
     env = {"CACHEKIT_REDIS_URL": real_redis_url}
     by_tag = await run_cli("purge", "--tag", "product:2", "--tag", "product:3", "--json", **env)

@@ -4,12 +4,15 @@ purge through one worker is seen by the other (README, "Deployment")."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,6 +36,17 @@ def metered_workers(real_redis_url: str, tmp_path: Path) -> Iterator[str]:
     """`workers` serving /metrics in prometheus-client's multiprocess mode."""
     extra = {"CACHEKIT_METRICS_PATH": "/metrics", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     yield from _serve("aiohttp.GunicornWebWorker", real_redis_url, extra)
+
+
+ADMIN_TOKEN = "g" * 40
+
+
+@pytest.fixture
+def admin_workers(real_redis_url: str) -> Iterator[str]:
+    """`workers` with the admin API mounted."""
+    yield from _serve(
+        "aiohttp.GunicornWebWorker", real_redis_url, {"CACHEKIT_ADMIN_TOKEN": ADMIN_TOKEN}
+    )
 
 
 def _serve(worker_class: str, real_redis_url: str, extra: dict[str, str]) -> Iterator[str]:
@@ -164,3 +178,52 @@ def test_one_scrape_sees_every_worker(metered_workers: str) -> None:
     pids, (hits, *totals) = asyncio.run(scenario())
     assert len(pids) == 2, "both workers answered hits"
     assert totals[-1] == hits, f"one scrape adds up every worker's hits: {totals} != {hits}"
+
+
+def test_one_stats_request_sees_every_workers_requests(
+    admin_workers: str, real_redis_url: str
+) -> None:
+    async def scenario() -> tuple[Counter[str], dict[str, Any]]:
+        by_pid: Counter[str] = Counter()
+        headers = {"Connection": "close"}
+        async with aiohttp.ClientSession() as session:
+            while len(by_pid) < 2 and sum(by_pid.values()) < 400:  # until both answered
+                async with session.get(f"{admin_workers}/items/5", headers=headers) as response:
+                    by_pid[response.headers["X-Pid"]] += 1
+            auth = {**headers, "Authorization": f"Bearer {ADMIN_TOKEN}"}
+            deadline = time.monotonic() + 10
+            while True:  # each worker reports every second
+                async with session.get(f"{admin_workers}/_cache/stats", headers=auth) as answer:
+                    seen: dict[str, Any] = await answer.json()
+                item = seen["handlers"].get("item", {"requests": 0})
+                if item["requests"] == sum(by_pid.values()) or time.monotonic() > deadline:
+                    return by_pid, seen
+                await asyncio.sleep(0.2)
+
+    by_pid, seen = asyncio.run(scenario())
+    assert seen["scope"] == "cluster"
+    assert seen["handlers"]["item"]["requests"] == sum(by_pid.values()), seen
+    assert {str(entry["pid"]): entry["requests"] for entry in seen["workers"]} == dict(by_pid)
+    assert seen["total"]["requests"] == sum(by_pid.values())
+    # The operator CLI adds up the same reports (each at most a second late).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEKIT_")}
+    env.update(
+        CACHEKIT_REDIS_URL=real_redis_url, CACHEKIT_NAMESPACE="gunicorn", PYTHONPATH=str(ROOT)
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        shown = subprocess.run(
+            [sys.executable, "-m", "cachekit", "stats", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        facts = json.loads(shown.stdout)
+        counted = facts["handlers"].get("item", {}).get("requests")
+        if counted == sum(by_pid.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert facts["workers"] == 2
+    assert counted == sum(by_pid.values())

@@ -18,7 +18,7 @@ from yarl import URL
 from cachekit import SettingsError, cached, get_cache
 from cachekit.ignored_query import IgnoredQuery, compiled, parse_patterns
 from cachekit.settings import load_settings
-from cachekit.testing import assert_cache
+from cachekit.testing import CacheClock, assert_cache
 from tests.apps import make_app, make_store
 
 DEFAULT = ("utm_*", "fbclid", "gclid", "msclkid")
@@ -339,3 +339,37 @@ async def test_a_request_aiohttp_cannot_clone_is_served_and_never_stored(
         answer = await client.get("/page?utm_source=a", data=b"body")
         assert_cache(answer, "MISS", "uncloneable")
     assert [query for _, query, *_ in seen] == [[("utm_source", "a")]] * 2
+
+
+async def test_a_revalidation_of_an_absolute_form_target_keeps_its_host(
+    aiohttp_client: Any, cache_clock: CacheClock
+) -> None:
+    """The request the handler is asked to revalidate with is a clone of the narrowed clone:
+    it must keep the host aiohttp took from the absolute-form target (the key's), not fall
+    back to the Host header, or one host's page would be stored under another's key."""
+    hosts: list[str] = []
+    routes = web.RouteTableDef()
+
+    @routes.get("/rv")
+    @cached(ttl=10)
+    async def revalidated(request: web.Request) -> web.Response:
+        hosts.append(request.host)
+        return web.Response(text=f"for {request.host}", headers={"ETag": f'"{len(hosts)}"'})
+
+    app, _ = make_app(routes)
+    client = await aiohttp_client(app)
+
+    async def raw(target: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        writer.write(
+            b"GET " + target + b" HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        return answer.partition(b"\r\n\r\n")[2]
+
+    assert await raw(b"http://victim.example/rv?utm_source=x") == b"for victim.example"
+    cache_clock.advance(11)  # stale: the fill asks the handler with the entry's ETag
+    assert await raw(b"http://victim.example/rv?utm_source=y") == b"for victim.example"
+    assert hosts == ["victim.example", "victim.example"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, runtime_checkable
 
 from cachekit.entry import CachedResponse
 
@@ -114,4 +115,35 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """One app process's latest figures as a shared store holds them."""
+
+    worker: str
+    #: When it last reported, in seconds since the epoch (the store's clock).
+    last_seen: float
+    #: What it published (cachekit.worker_stats reads it; never trusted blindly).
+    data: bytes
+
+
+@runtime_checkable
+class SharedWorkers(Protocol):
+    """What a store shared by several processes may also do (optional: the Redis stores
+    do): keep each process's figures while it keeps reporting them, so that the admin
+    API's `/stats` adds up every worker. A store without it gives this process's only."""
+
+    async def publish_worker(self, worker: str, report: bytes, keep: float, most: int) -> None:
+        """Store `worker`'s report for `keep` seconds (renewed by the next), keeping at
+        most `most` workers (the longest silent are forgotten first)."""
+        ...
+
+    async def withdraw_worker(self, worker: str) -> None:
+        """Forget `worker` and its report (it stops)."""
+        ...
+
+    async def worker_reports(self, most: int) -> list[WorkerReport]:
+        """The reports of the workers that reported lately, at most `most`, latest first."""
         ...

@@ -14,9 +14,14 @@ For namespace `ns` and logical key `k` = base `b` + optional `#variant`:
     ns:k:{:H}:old   HyperLogLog of H's keys of the windows before the recent ones
     ns:k:{:H}:p     the set of H's key parts counted (`q:NAME` query, `h:NAME` Vary header)
     ns:k:{:H}:p:P   HyperLogLog of the values of H's key part P
+    ns:w:{~workers}     the sorted set of app processes (workers) reporting their figures,
+                        scored by their last report (Redis's clock, ms)
+    ns:w:{~workers}:ID  worker ID's latest figures (JSON), expiring unless renewed
 Everything about one base key shares the hash tag `{b}`, hence one Redis Cluster slot; a
 tag's index and version share `{=TAG}` (the `=` keeps the hash tag non-empty); a handler's
-key counts share `{:H}` (H escaped: no braces), so they are merged and counted together.
+key counts share `{:H}` (H escaped: no braces), so they are merged and counted together;
+the workers' keys share `{~workers}`, so one script writes a report and its index entry,
+one MGET reads every report.
 """
 
 from __future__ import annotations
@@ -103,6 +108,15 @@ class KeyLayout:
 
     def _counts(self, handler: str) -> str:
         return f"{self._namespace}:k:{{:{escape_light(handler)}}}"
+
+    @property
+    def workers_key(self) -> str:
+        """The Redis sorted set of the workers reporting their figures (worker ids)."""
+        return f"{self._namespace}:w:{{~workers}}"
+
+    def worker_key(self, worker: str) -> str:
+        """The Redis key of worker `worker`'s latest figures (same slot as the index)."""
+        return f"{self._namespace}:w:{{~workers}}:{worker}"
 
     # The namespace admits no SCAN wildcard characters (settings.NAMESPACE_PATTERN), so
     # these patterns match exactly the keys of their kind.

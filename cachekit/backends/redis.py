@@ -13,6 +13,7 @@ A `RedisStore` is built from parts, each an object of its own module:
                         SingleServer sends lookup MGETs
     near.py             NearCache (optional): per-process copies of fresh entries, kept
                         coherent by CLIENT TRACKING
+    worker_board.py     WorkerBoard: each app process's figures, for the admin API's /stats
     redis_internals.py  every redis-py internal used, self-checked at import, with fallbacks
     scripts.py          the Lua scripts
     sentinel_url.py     Sentinel-mode URLs, parsed without redis-py (for the settings)
@@ -47,7 +48,7 @@ from typing import Any, Final
 from redis.asyncio import Redis, RedisCluster
 
 from cachekit.backends import scripts
-from cachekit.backends.base import Answer, StoreError
+from cachekit.backends.base import Answer, StoreError, WorkerReport
 from cachekit.backends.batched_lookups import LookupBatcher
 from cachekit.backends.key_sketches import RedisKeySketches
 from cachekit.backends.layout import KeyLayout
@@ -63,6 +64,7 @@ from cachekit.backends.tag_versions import (
     ticket_text,
 )
 from cachekit.backends.topology import REDIS_ERRORS, Fill, Topology
+from cachekit.backends.worker_board import WorkerBoard
 from cachekit.entry import CachedResponse
 from cachekit.entry_format import encode
 
@@ -124,6 +126,7 @@ class RedisStore:
         self.variants_key, self.version_key = layout.variants_key, layout.version_key
         self.tag_key = layout.tag_key
         self.key_of_entry = layout.key_of_entry
+        self._workers = WorkerBoard(client, layout, self.topology.run)
 
     def _near_cache(self, max_bytes: int, max_age: float) -> NearCache | None:
         connect = self.topology.near_cache_listener(self.layout.namespace)
@@ -385,6 +388,18 @@ class RedisStore:
             for name, count in counts.items():
                 pipe.hincrby(self.layout.stats_key, name, count)
             await self.topology.run(pipe.execute())
+
+    async def publish_worker(self, worker: str, report: bytes, keep: float, most: int) -> None:
+        """See `SharedWorkers.publish_worker` (`worker_board.py`)."""
+        await self._workers.publish(worker, report, keep, most)
+
+    async def withdraw_worker(self, worker: str) -> None:
+        """See `SharedWorkers.withdraw_worker`."""
+        await self._workers.withdraw(worker)
+
+    async def worker_reports(self, most: int) -> list[WorkerReport]:
+        """See `SharedWorkers.worker_reports`."""
+        return await self._workers.reports(most)
 
     async def close(self) -> None:
         """Wait briefly for lookups in flight, stop the near cache's listener, then close

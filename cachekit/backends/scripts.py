@@ -196,3 +196,20 @@ for i = 1, #KEYS do
 end
 return 1
 """
+
+# KEYS[1]: the workers index (sorted set), KEYS[2]: this worker's report. ARGV[1]: the worker
+# id, ARGV[2]: its report, ARGV[3]: how long the report lives (ms), ARGV[4]: most workers
+# kept in the index. Stores the report and scores the worker by Redis's own clock, so
+# workers on hosts whose clocks disagree are compared on one; forgets workers silent for
+# longer than a report lives, and the oldest past ARGV[4]. Returns that clock's time (ms).
+REPORT_WORKER: Final = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local keep_ms = tonumber(ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', keep_ms)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - keep_ms)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[4]) - 1)
+redis.call('PEXPIRE', KEYS[1], keep_ms)
+return now
+"""
