@@ -66,7 +66,8 @@ def setup_admin(
     admin[_ROUTER] = app.router
     admin.router.add_get("/stats", _stats)
     admin.router.add_post("/purge", _purge)
-    mount_dashboard(admin, cache, auth)  # the page, its assets, /history, /logout
+    # The page, its assets, /history, /logout; on Redis, figures of every worker.
+    mount_dashboard(admin, cache, auth, app.get(worker_stats.REPORTER))
     admin.router.add_get("/keys", keys_report)
     # Every other path and method, so that the guard answers them before routing does.
     admin.router.add_route("*", "/{tail:.*}", _not_found)

@@ -3,6 +3,10 @@ and icon (package data in `cachekit/dashboard_assets/`: no build step, nothing f
 elsewhere), and `GET {prefix}/history`, the per-handler series it charts
 (`cachekit.stats_history`).
 
+On Redis (with a worker reporter) the history, and so every figure on the page but the
+breaker and the store size, is added up over every worker reporting there, like `/stats`;
+the page says whose figures it shows.
+
 The page shows what it knows when it is served, then its script redraws it every
 `REFRESH_SECONDS` from `{prefix}/stats` and `{prefix}/history`, reading only the fields
 it knows (so `/stats` may grow). A Content-Security-Policy allows nothing but this
@@ -11,6 +15,7 @@ mount's own script, style and JSON.
 
 from __future__ import annotations
 
+import functools
 import html
 import importlib.resources
 import os
@@ -22,6 +27,7 @@ from aiohttp import web
 from cachekit.admin_auth import AdminAuth
 from cachekit.cache import Cache
 from cachekit.stats_history import RESULTS, StatsHistory
+from cachekit.worker_stats import WorkerReporter, summed_handlers
 
 REFRESH_SECONDS: Final = 5
 #: What a figure that does not exist yet shows (an en dash).
@@ -41,10 +47,17 @@ _DASHBOARD_CACHE: Final = web.AppKey("cachekit_dashboard_cache", Cache)
 _LOGOUT: Final = web.AppKey("cachekit_dashboard_logout", str)
 
 
-def mount_dashboard(admin: web.Application, cache: Cache, auth: AdminAuth) -> StatsHistory:
+def mount_dashboard(
+    admin: web.Application,
+    cache: Cache,
+    auth: AdminAuth,
+    reporter: WorkerReporter | None = None,
+) -> StatsHistory:
     """Add the dashboard's routes to the admin sub-application (before its catch-all),
-    and sample `cache` into a `StatsHistory` while the application runs."""
-    history = StatsHistory(cache)
+    and sample `cache` into a `StatsHistory` while the application runs: with a worker
+    `reporter` (on Redis), the figures of every worker reporting there."""
+    tally = functools.partial(summed_handlers, cache, reporter) if reporter else None
+    history = StatsHistory(cache, tally=tally)
     admin[HISTORY] = history
     admin[_DASHBOARD_CACHE] = cache
     admin[_LOGOUT] = auth.logout_path
@@ -69,13 +82,14 @@ def _asset_handler(body: bytes, media_type: str) -> Any:
 
 
 async def _history(request: web.Request) -> web.Response:
-    return web.json_response(request.app[HISTORY].as_json())
+    return web.json_response(await request.app[HISTORY].current())
 
 
 async def _page(request: web.Request) -> web.Response:
     cache = request.app[_DASHBOARD_CACHE]
-    history = request.app[HISTORY].as_json()
-    page = render_page(cache.stats(), history["handlers"], request.app[_LOGOUT])
+    history = await request.app[HISTORY].current()
+    scope = scope_text(history.get("scope"), history.get("workers"))
+    page = render_page(cache.stats(), history["handlers"], request.app[_LOGOUT], scope)
     return web.Response(
         text=page,
         content_type="text/html",
@@ -84,9 +98,22 @@ async def _page(request: web.Request) -> web.Response:
     )
 
 
-def render_page(process: dict[str, Any], handlers: dict[str, Any], logout_path: str) -> str:
+def scope_text(scope: object, workers: object) -> str:
+    """Whose figures the page shows: "all N workers" across workers, else "this worker"."""
+    if scope == "cluster" and isinstance(workers, int) and workers >= 1:
+        return f"all {workers} worker{'s' if workers != 1 else ''}"
+    return "this worker"
+
+
+def render_page(
+    process: dict[str, Any],
+    handlers: dict[str, Any],
+    logout_path: str,
+    scope: str = "this worker",
+) -> str:
     """The dashboard as it is now: `process` from `Cache.stats()`, `handlers` from
-    `StatsHistory.as_json()`. The script fills in the chart and keeps it all current."""
+    `StatsHistory.as_json()`, whose they are in `scope` (`scope_text`). The script fills
+    in the chart and keeps it all current."""
     totals = [figures["totals"] for figures in handlers.values()]
     requests = sum(total["requests"] for total in totals)
     served = sum(total["hit"] + total["stale"] for total in totals)
@@ -120,7 +147,7 @@ def render_page(process: dict[str, Any], handlers: dict[str, Any], logout_path: 
 <body data-refresh-seconds="{REFRESH_SECONDS}">
 <header>
 <h1>cachekit</h1>
-<span id="meta">pid {os.getpid()}</span>
+<span id="meta">{_e(scope)}; pid {os.getpid()}</span>
 <span id="updated"></span>
 <form method="post" action="{_e(logout_path)}"><button>Sign out</button></form>
 </header>
@@ -140,7 +167,8 @@ def render_page(process: dict[str, Any], handlers: dict[str, Any], logout_path: 
 <table id="handlers"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
 </section>
 </main>
-<footer>This worker only. Refreshes every {REFRESH_SECONDS} s.</footer>
+<footer><span id="scope">Figures of {_e(scope)}</span> (breaker and store size: this
+worker's). Refreshes every {REFRESH_SECONDS} s.</footer>
 </body>
 </html>
 """

@@ -6,6 +6,12 @@ Every `interval` seconds (10 by default) a background task copies each handler's
 series: requests, hit ratio and mean fill latency per handler, plus a last interval that
 ends now, so the chart has data from the first request on.
 
+On Redis (`tally` given: `cachekit.worker_stats.summed_handlers`) each snapshot holds the
+figures added up over every worker reporting there, as `/stats` has them; when Redis does
+not answer, that snapshot holds this worker's and says so (`scope`), and an interval
+between snapshots of different scopes has no figures rather than wrong ones. Sums across
+workers can go down (a worker leaves): a per-interval difference is never below zero.
+
 Why a task rather than sampling when someone looks: the page must show the minutes
 *before* it was opened. One wake-up every ten seconds that copies a few numbers per
 handler costs nothing measurable; the task lives and dies with the application
@@ -25,7 +31,7 @@ import sys
 import time
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -57,13 +63,33 @@ class HandlerFigures(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Tally:
+    """Handler figures read once: added up over `workers` workers (`scope` "cluster") or
+    this process's (`scope` "process")."""
+
+    results: list[tuple[str, dict[tuple[str, str], int]]]
+    fill_times: list[tuple[str, int, float]]
+    scope: str = "process"
+    workers: int = 1
+
+    def handler_results(self) -> list[tuple[str, dict[tuple[str, str], int]]]:
+        """Each handler's requests by (result, reason)."""
+        return self.results
+
+    def handler_fill_times(self) -> list[tuple[str, int, float]]:
+        """Each handler's fills and the seconds they took."""
+        return self.fill_times
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Counters since startup at wall-clock time `at`: `figures[i * len(FIELDS) + j]` is
-    field `j` of handler `names[i]`."""
+    field `j` of handler `names[i]`; `scope` says whose ("cluster": every worker's)."""
 
     at: float
     names: tuple[str, ...]
     figures: array[float]
+    scope: str = "process"
 
     def of(self, name: str) -> Sequence[float] | None:
         """The figures of one handler, or None when it was not in this snapshot."""
@@ -75,7 +101,7 @@ class Snapshot:
         return self.figures[index * width : (index + 1) * width]
 
 
-def take_snapshot(source: HandlerFigures, at: float) -> Snapshot:
+def take_snapshot(source: HandlerFigures, at: float, scope: str = "process") -> Snapshot:
     """The counters of `source` now, of its `MAX_HANDLERS` most requested handlers."""
     rows: dict[str, list[float]] = {}
     for name, results in source.handler_results():
@@ -88,7 +114,7 @@ def take_snapshot(source: HandlerFigures, at: float) -> Snapshot:
         row[-2], row[-1] = float(fills), seconds
     busiest = sorted(rows, key=lambda name: -sum(rows[name][: len(RESULTS)]))[:MAX_HANDLERS]
     names = tuple(sorted(busiest))
-    return Snapshot(at, names, array("d", [x for name in names for x in rows[name]]))
+    return Snapshot(at, names, array("d", [x for name in names for x in rows[name]]), scope)
 
 
 def snapshot_bytes(handlers: int) -> int:
@@ -108,21 +134,26 @@ def snapshot_bytes(handlers: int) -> int:
 
 
 class StatsHistory:
-    """The last `capacity` snapshots of a cache's handler counters, one per `interval`."""
+    """The last `capacity` snapshots of a cache's handler counters, one per `interval`:
+    `source`'s, or with `tally` what it reads (every worker's on Redis)."""
 
     def __init__(
         self,
         source: HandlerFigures,
         *,
+        tally: Callable[[], Awaitable[Tally]] | None = None,
         interval: float = SAMPLE_SECONDS,
         capacity: int = SAMPLES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.source = source
+        self.tally = tally
         self.interval = interval
         self.capacity = capacity
         self.clock = clock
         self._ring: deque[Snapshot] = deque(maxlen=capacity)
+        #: How many workers the newest read added up (1: this one).
+        self.workers = 1
 
     @property
     def max_bytes(self) -> int:
@@ -134,17 +165,28 @@ class StatsHistory:
     def __len__(self) -> int:
         return len(self._ring)
 
-    def sample(self) -> Snapshot:
-        """Take a snapshot now and keep it (the oldest goes when the ring is full)."""
-        snapshot = take_snapshot(self.source, self.clock())
+    def sample(self, now: Snapshot | None = None) -> Snapshot:
+        """Keep `now` (by default `source`'s counters now); the oldest goes when the ring
+        is full."""
+        snapshot = now if now is not None else take_snapshot(self.source, self.clock())
         self._ring.append(snapshot)
         return snapshot
 
-    def as_json(self) -> dict[str, Any]:
-        """The kept snapshots and one taken now, as per-interval series (see `series`).
-        The last interval ends now; when the newest kept snapshot is less than half an
-        interval old it is left out, so that last interval is never a noisy sliver."""
-        now = take_snapshot(self.source, self.clock())
+    async def snapshot(self) -> Snapshot:
+        """The counters now: what `tally` reads when given, else `source`'s."""
+        if self.tally is None:
+            return take_snapshot(self.source, self.clock())
+        tally = await self.tally()
+        self.workers = tally.workers
+        return take_snapshot(tally, self.clock(), tally.scope)
+
+    def as_json(self, now: Snapshot | None = None) -> dict[str, Any]:
+        """The kept snapshots and `now` (by default `source`'s counters now) as per-interval
+        series (see `series`), and whose figures they are (`scope`, `workers`). The last
+        interval ends now; when the newest kept snapshot is less than half an interval old
+        it is left out, so that last interval is never a noisy sliver."""
+        if now is None:
+            now = take_snapshot(self.source, self.clock())
         kept = list(self._ring)
         if len(kept) >= 2 and now.at - kept[-1].at < self.interval / 2:
             kept.pop()
@@ -152,13 +194,19 @@ class StatsHistory:
         return {
             "interval_seconds": self.interval,
             "capacity": self.capacity,
+            "scope": now.scope,
+            "workers": self.workers if now.scope == "cluster" else 1,
             **series(snapshots),
         }
+
+    async def current(self) -> dict[str, Any]:
+        """`as_json` with the counters read now (every worker's, with `tally`)."""
+        return self.as_json(await self.snapshot())
 
     async def run(self) -> None:
         """Sample every `interval` seconds until cancelled (the first one at once)."""
         while True:
-            self.sample()
+            self.sample(await self.snapshot())
             await asyncio.sleep(self.interval)
 
     @contextlib.asynccontextmanager
@@ -178,7 +226,9 @@ def series(snapshots: Sequence[Snapshot]) -> dict[str, Any]:
     Unix seconds) and, per handler, `requests`, `hit_ratio` (hits and stale hits over
     requests; null without requests) and `fill_ms` (mean handler time of the interval's
     fills; null without fills), then `totals` since startup by result and `fill_ms`.
-    Counters only grow; a handler missing from a snapshot counts as zero there."""
+    A handler missing from a snapshot counts as zero there. A difference below zero (a
+    worker left the sums) counts as zero; an interval between snapshots of different
+    scopes (Redis did not answer for one) has no requests and null ratio and latency."""
     if not snapshots:
         return {"times": [], "handlers": {}}
     pairs = list(itertools.pairwise(snapshots))
@@ -190,6 +240,11 @@ def series(snapshots: Sequence[Snapshot]) -> dict[str, Any]:
         ratios: list[float | None] = []
         fill_ms: list[float | None] = []
         for before, after in pairs:
+            if before.scope != after.scope:  # whose figures changed: no difference to tell
+                requests.append(0)
+                ratios.append(None)
+                fill_ms.append(None)
+                continue
             now = after.of(name) or [0.0] * len(FIELDS)
             then = before.of(name) or [0.0] * len(FIELDS)
             delta = [max(0.0, a - b) for a, b in zip(now, then, strict=True)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import os
 import secrets
 import socket
@@ -31,6 +32,7 @@ from aiohttp import web
 
 from cachekit.backends.base import SharedWorkers, WorkerReport
 from cachekit.guard import RateLimitedLog
+from cachekit.stats_history import Tally
 
 if TYPE_CHECKING:
     from cachekit.cache import Cache
@@ -44,8 +46,9 @@ MOST_WORKERS: Final = 1024
 #: Reports larger than this are left out when read (a worker's figures are a few KB).
 MAX_REPORT_BYTES: Final = 1 << 20
 
-#: Figures: counters by name, and per handler its requests by result (`hit`,
-#: `bypass:authorization`, ...).
+#: Figures: counters by name, per handler its requests by result (`hit`,
+#: `bypass:authorization`, ...), and per handler `[fills, their seconds]` (`fills`; reports
+#: of older versions have none).
 Figures = dict[str, Any]
 
 
@@ -81,6 +84,9 @@ def figures_of(cache: Cache) -> Figures:
             }
             for name, results in cache.handler_results()
         },
+        "fills": {
+            name: [fills, round(seconds, 6)] for name, fills, seconds in cache.handler_fill_times()
+        },
     }
 
 
@@ -103,7 +109,24 @@ def parse_report(data: bytes) -> Figures | None:
     pid, host, started = report.get("pid"), report.get("host"), report.get("started")
     if not (_count(pid) and isinstance(host, str) and isinstance(started, int | float)):
         return None
+    fills = report.setdefault("fills", {})  # absent from reports of older versions
+    if not (isinstance(fills, dict) and all(_fill(name, row) for name, row in fills.items())):
+        return None
     return report
+
+
+def _fill(name: Any, row: Any) -> bool:
+    """A report's `[fills, seconds]` of handler `name`: a count and finite seconds >= 0."""
+    if not (isinstance(name, str) and isinstance(row, list) and len(row) == 2):
+        return False
+    count, seconds = row
+    return (
+        _count(count)
+        and isinstance(seconds, int | float)
+        and not isinstance(seconds, bool)
+        and math.isfinite(seconds)
+        and seconds >= 0
+    )
 
 
 def _count(value: Any) -> bool:
@@ -133,6 +156,16 @@ def summed(every: Iterable[Figures]) -> tuple[dict[str, Any], dict[str, int]]:
     }
     total["requests"] = sum(sum(counts.values()) for counts in results.values())
     return handlers, total
+
+
+def summed_fills(every: Iterable[Figures]) -> list[tuple[str, int, float]]:
+    """Per handler its fills and their seconds, added up (`Cache.handler_fill_times`'s shape)."""
+    fills: dict[str, tuple[int, float]] = {}
+    for figures in every:
+        for handler, (count, seconds) in figures.get("fills", {}).items():
+            before = fills.get(handler, (0, 0.0))
+            fills[handler] = (before[0] + count, before[1] + float(seconds))
+    return [(name, count, seconds) for name, (count, seconds) in sorted(fills.items())]
 
 
 class WorkerReporter:
@@ -226,33 +259,81 @@ def reporter_for(cache: Cache) -> WorkerReporter | None:
     return WorkerReporter(cache, store) if isinstance(store, SharedWorkers) else None
 
 
-async def stats_view(cache: Cache, reporter: WorkerReporter | None) -> dict[str, Any]:
-    """What `GET {prefix}/stats` answers: every worker's figures added up on a shared store
-    (`"scope": "cluster"`), this process's alone otherwise (`"scope": "process"`)."""
+@dataclass(frozen=True, slots=True)
+class BoardRead:
+    """The workers' board as this process read it once: its own figures (live), every
+    other worker's readable report, how many were unreadable, and why the store did not
+    answer (then `others` is empty)."""
+
+    worker: Worker
+    own: Figures
+    others: list[tuple[WorkerReport, Figures]]
+    unreadable: int
+    error: str | None
+
+
+async def read_board(cache: Cache, reporter: WorkerReporter | None) -> BoardRead:
+    """This process's figures and, with a reporter, every other worker's last report, read
+    within the reporter's timeout (a store that does not answer leaves this process's)."""
     own = figures_of(cache)
     worker = reporter.worker if reporter is not None else _process_worker(os.getpid())
-    mine = _worker_entry(worker.id, _facts(worker), own, time.time(), this=True)
-    view: dict[str, Any] = {"scope": "process", "pid": os.getpid(), "process": cache.stats()}
     reports: list[WorkerReport] = []
+    error = None
     if reporter is not None:
-        view["reporting"] = {
-            "interval": reporter.interval,
-            "published": reporter.published,
-            "errors": reporter.errors,
-        }
         try:
             async with asyncio.timeout(reporter.timeout):
                 reports = await reporter.board.worker_reports(MOST_WORKERS)
-            view["scope"] = "cluster"
         except Exception as exc:  # this process's figures still answer
-            view["error"] = f"the cache store did not answer: {type(exc).__name__}"
+            error = f"the cache store did not answer: {type(exc).__name__}"
     others = [
         (report, parsed)
         for report in reports
         if report.worker != worker.id and (parsed := parse_report(report.data)) is not None
     ]
     readable = {report.worker for report, _ in others} | {worker.id}
-    view["unreadable"] = len({r.worker for r in reports} - readable)
+    unreadable = len({r.worker for r in reports} - readable)
+    return BoardRead(worker, own, others, unreadable, error)
+
+
+async def summed_handlers(cache: Cache, reporter: WorkerReporter | None) -> Tally:
+    """The per-handler results and fill times `/stats` adds up, in `Cache.handler_results`'s
+    shape: across workers (`"cluster"`) with a reporter whose store answers, this process's
+    (`"process"`) otherwise. What the dashboard's history samples."""
+    board = await read_board(cache, reporter)
+    every = [board.own, *(parsed for _, parsed in board.others)]
+    handlers, _ = summed(every)
+    results = [
+        (name, {_result_of(result): count for result, count in figures["results"].items()})
+        for name, figures in handlers.items()
+    ]
+    scope = "cluster" if reporter is not None and board.error is None else "process"
+    return Tally(results, summed_fills(every), scope, 1 + len(board.others))
+
+
+def _result_of(name: str) -> tuple[str, str]:
+    """`bypass:authorization` back to `("bypass", "authorization")` (see `result_name`)."""
+    result, _, reason = name.partition(":")
+    return result, reason
+
+
+async def stats_view(cache: Cache, reporter: WorkerReporter | None) -> dict[str, Any]:
+    """What `GET {prefix}/stats` answers: every worker's figures added up on a shared store
+    (`"scope": "cluster"`), this process's alone otherwise (`"scope": "process"`)."""
+    board = await read_board(cache, reporter)
+    worker, own, others = board.worker, board.own, board.others
+    mine = _worker_entry(worker.id, _facts(worker), own, time.time(), this=True)
+    view: dict[str, Any] = {"scope": "process", "pid": os.getpid(), "process": cache.stats()}
+    if reporter is not None:
+        view["reporting"] = {
+            "interval": reporter.interval,
+            "published": reporter.published,
+            "errors": reporter.errors,
+        }
+        if board.error is None:
+            view["scope"] = "cluster"
+        else:
+            view["error"] = board.error
+    view["unreadable"] = board.unreadable
     handlers, total = summed([own, *(parsed for _, parsed in others)])
     workers = [mine] + [
         _worker_entry(report.worker, parsed, parsed, report.last_seen, this=False)

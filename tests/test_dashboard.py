@@ -20,7 +20,7 @@ from cachekit.admin_auth import (
     session_is_valid,
     session_value,
 )
-from cachekit.dashboard import ASSETS, render_page
+from cachekit.dashboard import ASSETS, render_page, scope_text
 from tests.apps import make_app
 
 TOKEN = "s3cret-" + "t" * 40
@@ -216,6 +216,27 @@ async def test_history_json(site: Any) -> None:
     product = data["handlers"]["get_product"]
     assert product["requests"] == [2] and product["hit_ratio"] == [0.5]
     assert product["totals"]["miss"] == 1 and product["totals"]["fills"] == 1
+    # The embedded store: only this worker's figures, and the page says so.
+    assert (data["scope"], data["workers"]) == ("process", 1)
+    page = await (await site.get("/_cache/", headers=AUTH)).text()
+    assert "Figures of this worker" in page and 'id="scope"' in page
+
+
+@pytest.mark.parametrize(
+    ("scope", "workers", "text"),
+    [
+        ("cluster", 3, "all 3 workers"),
+        ("cluster", 1, "all 1 worker"),
+        ("process", 1, "this worker"),
+        ("cluster", None, "this worker"),  # a field missing: the narrower claim
+        (None, 2, "this worker"),
+        ("cluster", "<b>", "this worker"),
+    ],
+)
+def test_the_page_says_whose_figures_it_shows(scope: Any, workers: Any, text: str) -> None:
+    assert scope_text(scope, workers) == text
+    page = render_page({}, {}, "/_cache/logout", scope_text(scope, workers))
+    assert f'<span id="scope">Figures of {text}</span>' in page
 
 
 def test_the_page_ignores_what_it_does_not_know() -> None:

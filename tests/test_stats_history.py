@@ -16,6 +16,7 @@ from cachekit.dashboard import HISTORY
 from cachekit.stats_history import (
     MAX_HANDLERS,
     StatsHistory,
+    Tally,
     snapshot_bytes,
     take_snapshot,
 )
@@ -97,6 +98,51 @@ def test_an_interval_without_requests_has_no_ratio() -> None:
     clock.now += 10
     idle = history.as_json()["handlers"]["idle"]
     assert idle["requests"] == [0] and idle["hit_ratio"] == [None] and idle["fill_ms"] == [None]
+
+
+def tally(hits: int, misses: int, scope: str = "cluster", workers: int = 2) -> Tally:
+    results = [("page", {("hit", ""): hits, ("miss", ""): misses})]
+    return Tally(results, [("page", misses, 0.01 * misses)], scope, workers)
+
+
+async def test_sums_across_workers_that_fall_count_as_zero() -> None:
+    """A worker leaves: the summed totals go down; that interval has no requests."""
+    clock = Clock()
+    read = [tally(0, 0), tally(8, 2), tally(3, 1, workers=1), tally(5, 1, workers=1)]
+
+    async def next_read() -> Tally:
+        return read.pop(0)
+
+    history = StatsHistory(FakeFigures(), tally=next_read, interval=10, clock=clock)
+    for _ in range(3):
+        history.sample(await history.snapshot())
+        clock.now += 10
+    data = await history.current()
+    assert (data["scope"], data["workers"]) == ("cluster", 1)
+    page = data["handlers"]["page"]
+    assert page["requests"] == [10, 0, 2]
+    assert page["hit_ratio"] == [0.8, None, 1.0]
+    assert page["fill_ms"] == [10.0, None, None]
+    assert page["totals"]["requests"] == 6 and page["totals"]["fills"] == 1
+
+
+async def test_an_interval_across_scopes_has_no_figures() -> None:
+    """Redis did not answer for one snapshot (this worker's figures): no difference is
+    told between it and its neighbours, whose figures are every worker's."""
+    clock = Clock()
+    read = [tally(10, 10), tally(1, 1, scope="process", workers=1), tally(30, 10)]
+
+    async def next_read() -> Tally:
+        return read.pop(0)
+
+    history = StatsHistory(FakeFigures(), tally=next_read, interval=10, clock=clock)
+    for _ in range(2):
+        history.sample(await history.snapshot())
+        clock.now += 10
+    data = await history.current()
+    assert data["handlers"]["page"]["requests"] == [0, 0]
+    assert data["handlers"]["page"]["hit_ratio"] == [None, None]
+    assert data["scope"] == "cluster"
 
 
 def test_a_handler_new_since_the_last_sample_counts_from_zero() -> None:

@@ -23,8 +23,16 @@ from cachekit.backends.base import Store, StoreError, WorkerReport
 from cachekit.backends.cluster import ClusterStore
 from cachekit.backends.layout import KeyLayout
 from cachekit.backends.redis import RedisStore
+from cachekit.stats_history import StatsHistory
 from cachekit.testing import assert_cache
-from cachekit.worker_stats import REPORTER, WorkerReporter, parse_report, summed
+from cachekit.worker_stats import (
+    REPORTER,
+    WorkerReporter,
+    parse_report,
+    summed,
+    summed_fills,
+    summed_handlers,
+)
 from tests.apps import NAMESPACE, make_app, settings
 
 TOKEN = "k" * 40
@@ -242,6 +250,14 @@ VALID = {"pid": 7, "host": "h", "started": 1.5, "counters": {"hits": 1}, "handle
         ([VALID], False),
         ("not json", False),
         ({**VALID, "host": "x" * (1 << 20)}, False),  # too large
+        ({**VALID, "fills": {"page": [2, 0.25]}}, True),
+        ({**VALID, "fills": {"page": [2, 0]}}, True),
+        ({**VALID, "fills": {"page": [-1, 0.25]}}, False),
+        ({**VALID, "fills": {"page": [2, -0.5]}}, False),
+        ({**VALID, "fills": {"page": [2, "0.5"]}}, False),
+        ({**VALID, "fills": {"page": [2, 0.5, 1]}}, False),
+        ({**VALID, "fills": {"page": {"count": 2}}}, False),
+        ({**VALID, "fills": [["page", 2, 0.5]]}, False),
     ],
 )
 def test_which_reports_are_read(data: Any, readable: bool) -> None:
@@ -258,6 +274,91 @@ def test_figures_are_summed_per_handler_and_result() -> None:
         "b": {"results": {"bypass:unless": 1}, "requests": 1},
     }
     assert total == {"hits": 4, "misses": 2, "requests": 7}
+
+
+def test_a_report_without_fills_still_reads() -> None:
+    """Reports of versions before fills were reported: no fills, summed as none."""
+    parsed = parse_report(json.dumps(VALID).encode())
+    assert parsed is not None and parsed["fills"] == {}
+    one = {**VALID, "fills": {"a": [2, 0.5]}}
+    two = {**VALID, "fills": {"a": [1, 0.25], "b": [3, 0.75]}}
+    assert summed_fills([one, two, parsed]) == [("a", 3, 0.75), ("b", 3, 0.75)]
+
+
+async def history(client: Any) -> Any:
+    answer = await client.get("/_cache/history", headers=AUTH)
+    assert answer.status == 200
+    return await answer.json()
+
+
+async def test_the_dashboard_history_adds_up_every_worker(
+    aiohttp_client: Any, shared: Any
+) -> None:
+    one, two = await worker(aiohttp_client, shared()), await worker(aiohttp_client, shared())
+    for path in ("/page", "/page", "/item/1"):
+        await one.get(path)
+    for path in ("/page", "/item/2", "/item/2", "/item/2"):
+        await two.get(path)
+    assert await reporter(two).publish()
+    data = await history(one)
+    assert (data["scope"], data["workers"]) == ("cluster", 2)
+    page, item = data["handlers"]["page"], data["handlers"]["item"]
+    assert (page["totals"]["requests"], page["totals"]["miss"], page["totals"]["hit"]) == (3, 2, 1)
+    assert (item["totals"]["requests"], item["totals"]["fills"]) == (4, 2)
+    assert item["totals"]["fill_ms"] is not None
+    # The sampler took its first snapshot at startup: the traffic since is in the series.
+    assert sum(page["requests"]) == 3 and sum(item["requests"]) == 4
+    page_html = await (await one.get("/_cache/", headers=AUTH)).text()
+    assert "all 2 workers" in page_html and 'id="requests">7<' in page_html
+
+
+async def test_the_history_of_a_worker_whose_redis_fails_is_its_own(
+    aiohttp_client: Any,
+) -> None:
+    server = fakeredis.FakeServer()
+    one = await worker(
+        aiohttp_client, RedisStore(fakeredis.FakeAsyncRedis(server=server), NAMESPACE, 0.2)
+    )
+    two = await worker(
+        aiohttp_client, RedisStore(fakeredis.FakeAsyncRedis(server=server), NAMESPACE, 0.2)
+    )
+    await one.get("/page")
+    for _ in range(3):
+        await two.get("/page")
+    assert await reporter(two).publish()
+    assert (await history(one))["handlers"]["page"]["totals"]["requests"] == 4
+    server.connected = False
+    data = await history(one)
+    assert (data["scope"], data["workers"]) == ("process", 1)
+    assert data["handlers"]["page"]["totals"]["requests"] == 1
+    tally = await summed_handlers(reporter(one).cache, reporter(one))
+    assert tally.scope == "process" and tally.workers == 1
+    assert tally.handler_results() == [("page", {("hit", ""): 0, ("miss", ""): 1})]
+    page_html = await (await one.get("/_cache/", headers=AUTH)).text()
+    assert "Figures of this worker" in page_html
+
+
+async def test_a_sampled_history_spans_workers_and_never_goes_below_zero(
+    aiohttp_client: Any, shared: Any
+) -> None:
+    """Samples across workers; when a worker leaves, the sums fall: that interval is 0."""
+    one, two = await worker(aiohttp_client, shared()), await worker(aiohttp_client, shared())
+    cache = reporter(one).cache
+    sampled = StatsHistory(
+        cache, tally=lambda: summed_handlers(cache, reporter(one)), interval=0.001
+    )
+    sampled.sample(await sampled.snapshot())
+    for _ in range(5):
+        await two.get("/page")
+    await one.get("/page")
+    await reporter(two).publish()
+    sampled.sample(await sampled.snapshot())
+    await two.close()  # withdraws its report: the sum falls from 6 to 1
+    await one.get("/page")
+    data = await sampled.current()
+    assert data["scope"] == "cluster" and data["workers"] == 1
+    assert data["handlers"]["page"]["requests"] == [6, 0]
+    assert data["handlers"]["page"]["totals"]["requests"] == 2
 
 
 async def test_a_shared_store_without_worker_reports_answers_this_process(

@@ -185,6 +185,17 @@
     }));
   }
 
+  // Whose figures the history holds (it says; /stats says so too, and names the workers).
+  function scopeOf(history, stats) {
+    const scope = (history && history.scope) || (stats && stats.scope);
+    let workers = num(history && history.workers);
+    if (workers === null && stats && Array.isArray(stats.workers)) workers = stats.workers.length;
+    if (scope === "cluster" && workers !== null && workers >= 1) {
+      return `all ${workers} worker${workers === 1 ? "" : "s"}`;
+    }
+    return "this worker";
+  }
+
   async function refresh() {
     try {
       const [stats, history] = await Promise.all([getJSON("stats"), getJSON("history")]);
@@ -195,7 +206,9 @@
       drawResults(all);
       drawTable(handlers);
       const store = typeof process.store === "string" ? `${process.store} store, ` : "";
-      $("meta").textContent = `${store}pid ${stats.pid ?? "?"}`;
+      const scope = scopeOf(history, stats);
+      $("meta").textContent = `${scope}; ${store}pid ${stats.pid ?? "?"}`;
+      $("scope").textContent = `Figures of ${scope}`;
       $("updated").textContent = `updated ${clock(Date.now() / 1000)}`;
       $("updated").className = "";
     } catch (error) {
