@@ -153,30 +153,19 @@ def new_hit_response(
     response_class = HitResponse if WIRE_WORKS else web.Response
     if template is None:
         response = response_class(status=status, body=body, headers=headers)
-    else:
-        response = _from_template(response_class, template, status, body, headers)
-    if wire is not None and WIRE_WORKS:
         state = response.__dict__
+    else:  # what the constructor sets, without its argument checks (one call on a hit)
+        response = _object_new(response_class)
+        state = template.copy()
+        state["_state"] = {}
+        state["_headers"] = headers.copy()
+        state["_status"] = status
+        state["_reason"] = REASONS.get(status, "")
+        state["_body"] = body
+        response.__dict__ = state
+    if wire is not None and WIRE_WORKS:
         state["_wire"] = wire
         state["_wire_version"] = header_version(state["_headers"])
-    return response
-
-
-def _from_template(
-    response_class: type[web.Response],
-    template: dict[str, object],
-    status: int,
-    body: bytes,
-    headers: CIMultiDict[str],
-) -> web.Response:
-    response: web.Response = _object_new(response_class)
-    state = template.copy()
-    state["_state"] = {}
-    state["_headers"] = headers.copy()
-    state["_status"] = status
-    state["_reason"] = REASONS.get(status, "")
-    state["_body"] = body
-    response.__dict__ = state
     return response
 
 
@@ -189,8 +178,11 @@ _IMMUTABLE: Final = (type(None), bool, int, float, str, bytes)
 
 
 def response_template() -> dict[str, object] | None:
-    """The constant attributes `web.Response.__init__` sets, if `_from_template` builds
-    exactly what this aiohttp's constructor builds; None otherwise."""
+    """The constant attributes `web.Response.__init__` sets, if `new_hit_response` with
+    them builds exactly what this aiohttp's constructor builds (both response classes);
+    None otherwise."""
+    global RESPONSE_TEMPLATE, WIRE_WORKS  # noqa: PLW0603  (set back before returning)
+    saved = RESPONSE_TEMPLATE, WIRE_WORKS
     try:
         fields = vars(web.Response(status=200, body=b"", headers=CIMultiDict()))
         template = {name: value for name, value in fields.items() if name not in _PER_RESPONSE}
@@ -198,15 +190,19 @@ def response_template() -> dict[str, object] | None:
             type(value) in _IMMUTABLE for value in template.values()
         ):
             return None
+        RESPONSE_TEMPLATE = template
         for status, body in ((200, b"probe"), (404, b""), (203, b"x" * 100), (599, b"?")):
             headers = CIMultiDict([("Content-Type", "text/plain"), ("X-A", "1"), ("x-a", "2")])
             for response_class in (HitResponse, web.Response):
+                WIRE_WORKS = response_class is HitResponse  # which class it builds
                 built = response_class(status=status, body=body, headers=headers)
-                fast = _from_template(response_class, template, status, body, headers)
+                fast = new_hit_response(status, body, headers, None)
                 if vars(built) != vars(fast) or type(built) is not type(fast):
                     return None
     except Exception:  # any surprise means: use the constructor
         return None
+    finally:
+        RESPONSE_TEMPLATE, WIRE_WORKS = saved
     return template
 
 
@@ -300,6 +296,8 @@ def wire_matches_aiohttp() -> bool:
 
 
 #: Whether hits send prebuilt bytes on this aiohttp (see the module docstring).
-WIRE_WORKS: bool = wire_matches_aiohttp()
+WIRE_WORKS: bool = False
+WIRE_WORKS = wire_matches_aiohttp()
 #: The constructor's constant attributes, or None when that shortcut is off.
-RESPONSE_TEMPLATE: dict[str, object] | None = response_template()
+RESPONSE_TEMPLATE: dict[str, object] | None = None
+RESPONSE_TEMPLATE = response_template()

@@ -71,6 +71,11 @@ class Cache:
         #: The app's router, set by `setup_cache`, to find a handler's route for purges.
         self.router: UrlDispatcher | None = None
         self._flights = Flights()
+        #: `running_fill(key)`: the fill of `key` running in this process, if any (to join
+        #: it). The fills' own `dict.get`, so a hit asks without a Python call.
+        self.running_fill: Callable[[str], asyncio.Task[FillOutcome] | None] = (
+            self._flights.fills.get
+        )
         self._counters = CacheStats()
         self._damage_log = RateLimitedLog()
         #: Every store call but the hit path's lookups (`fetch`) goes through it.
@@ -79,6 +84,9 @@ class Cache:
         self.locks = FillLocks(self.store, settings, self._guard.bounded)
         #: What this cache resolved per handler (by name; one entry per decorated handler).
         self._handlers: dict[str, HandlerState] = {}
+        #: `resolved(name)`: a handler's state once `handler(spec)` made it, else None; the
+        #: dict's own `get`, so the hit path finds it without a Python call.
+        self.resolved: Callable[[str], HandlerState | None] = self._handlers.get
         self._published: dict[str, int] = {}
         self._lookups = 0
         self._metrics: Any = None
@@ -106,10 +114,12 @@ class Cache:
         if spec is not None:
             self.tally(spec, result, reason)
 
-    def count_hit(self, state: HandlerState) -> None:
-        """Count one fresh hit of a handler (`count("hits")`, without the lookup by name)."""
-        self._counters.hits += 1
-        state.hits += 1
+    def _totals(self) -> CacheStats:
+        # Fresh hits are counted only per handler (`HandlerState.hits`, one increment on the
+        # hit path): the total is their sum.
+        totals = CacheStats(**asdict(self._counters))
+        totals.hits = sum(state.hits for state in self._handlers.values())
+        return totals
 
     def tally(self, spec: HandlerSpec, result: str, reason: str = "") -> None:
         """Count one request of a handler by its result (`cachekit_requests_total`)."""
@@ -149,14 +159,14 @@ class Cache:
     @property
     def counters(self) -> CacheStats:
         """A copy of the counters since startup."""
-        return CacheStats(**asdict(self._counters))
+        return self._totals()
 
     def stats(self) -> dict[str, Any]:
         """Counters (hits, misses, stores, bypasses, errors, ...) plus store facts; on Redis,
         `lookup_batches` and `lookup_keys` (MGETs sent and the keys they carried: their
         ratio is the batching) and `lookups_waiting`; with a near cache, its `near_*`
         figures (`near_hits` counts hits it answered, a subset of `hits`)."""
-        result: dict[str, Any] = asdict(self._counters)
+        result: dict[str, Any] = asdict(self._totals())
         result["breaker_open"] = self.breaker.is_open
         result["purge_hook_errors"] = self.purges.errors
         result.update(self.key_census.stats())
@@ -316,7 +326,8 @@ class Cache:
         (a shared store only; failures are counted, never raised)."""
         if not self.store.remote:
             return
-        current = {name: int(getattr(self._counters, name)) for name in PUBLISHED_COUNTERS}
+        totals = self._totals()
+        current = {name: int(getattr(totals, name)) for name in PUBLISHED_COUNTERS}
         delta = {
             name: value - self._published.get(name, 0)
             for name, value in current.items()
@@ -337,10 +348,6 @@ class Cache:
         await self.store.close()
 
     # ------------------------------------------------------------------ fills
-
-    def running_fill(self, key: str) -> asyncio.Task[FillOutcome] | None:
-        """The fill of `key` running in this process, if any (to join it)."""
-        return self._flights.fills.get(key)
 
     def start_fill(
         self, key: str, work: Coroutine[Any, Any, FillOutcome]

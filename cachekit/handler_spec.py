@@ -13,20 +13,12 @@ from aiohttp import web
 from cachekit import encodings, keys, policy
 from cachekit.ignored_query import IgnoredQuery
 from cachekit.settings import handler_setting_name
-from cachekit.url_memo import memoized_narrowed_component, memoized_url_component
+from cachekit.url_memo import default_key, narrowed_default_key
 
 KeyFunction = Callable[[web.Request], str | Awaitable[str]]
 KeySpec = str | KeyFunction | None
 TagFunction = Callable[[web.Request], Iterable[str] | Awaitable[Iterable[str]]]
 TagSpec = Iterable[str] | TagFunction
-
-
-def _default_key(prefix: str, request: web.Request) -> str:
-    return prefix + memoized_url_component(request.rel_url)
-
-
-def _default_key_ignoring(prefix: str, ignored: IgnoredQuery, request: web.Request) -> str:
-    return prefix + memoized_narrowed_component(request.rel_url, ignored)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -105,7 +97,7 @@ class HandlerSpec:
         if template is not None:
             sync_key = template.compiled()
         elif default_prefix is not None:
-            sync_key = functools.partial(_default_key, default_prefix)
+            sync_key = functools.partial(default_key, default_prefix)
         return cls(
             name=resolved_name,
             setting_name=handler_setting_name(resolved_name),
@@ -137,7 +129,7 @@ class HandlerSpec:
         (the handler is then called without them: see `serving`)."""
         if ignored is None or self.default_prefix is None:
             return self.sync_key
-        return functools.partial(_default_key_ignoring, self.default_prefix, ignored)
+        return functools.partial(narrowed_default_key, self.default_prefix, ignored)
 
     async def base_key(self, request: web.Request) -> str:
         """The logical key of this request before any Vary suffix (without ignored query

@@ -194,6 +194,12 @@ def request_key(base: str, request: KeyedRequest, vary: tuple[str, ...], max_len
     """A request's full key: its base key plus the values it varies on."""
     if not vary:
         return base if len(base) <= max_length else bound_length(base, max_length)
+    if vary is _HOST_ONLY and request.scheme == "http":
+        # The default key's common case, `compose(base, vary_suffix(...))` without its calls:
+        # a plain-http host that needs no escaping (`escape_host` returns it as it is).
+        host = request.host
+        if len(base) + len(host) < max_length and _HOST_UNSAFE.search(host) is None:
+            return base + "#host=" + host
     return compose(base, vary_suffix(request, vary), max_length)
 
 
@@ -226,11 +232,13 @@ class KeyTemplate:
     The template is checked once, at decoration time; rendering is a few lookups.
     """
 
-    __slots__ = ("_parts", "template")
+    __slots__ = ("_match_info_names", "_parts", "template")
 
     def __init__(self, template: str) -> None:
         self.template = template
         self._parts: list[tuple[str, Getter | None]] = []
+        #: The `{match_info[NAME]}` fields' names, in order (for `compiled`).
+        self._match_info_names: list[str] = []
         previous_was_field = False
         for literal, field, spec, conversion in string.Formatter().parse(template):
             if previous_was_field and field is not None and _is_ambiguous_separator(literal):
@@ -244,6 +252,8 @@ class KeyTemplate:
             if spec or conversion:
                 raise ValueError(f"key template {template!r}: no format specs or conversions")
             self._parts.append((literal, _field_getter(template, field)))
+            if field.startswith("match_info["):
+                self._match_info_names.append(field[len("match_info[") : -1])
             previous_was_field = True
 
     def render(self, request: KeyedRequest) -> str:
@@ -261,7 +271,23 @@ class KeyTemplate:
         tail = "".join(literal for literal, got in self._parts if got is None)
         if self._parts[-1][1] is not None:
             tail = ""
+        if self._match_info_names:  # the one field is `{match_info[NAME]}`: no getter call
+            return _match_info_key(prefix, self._match_info_names[0], tail)
         return lambda request: prefix + getter(request) + tail
+
+
+def _match_info_key(prefix: str, name: str, tail: str) -> Callable[[KeyedRequest], str]:
+    absent = prefix + ABSENT + tail
+
+    def key(request: KeyedRequest) -> str:
+        value = request.match_info.get(name)
+        if value is None:
+            return absent
+        if value.isascii() and value.isalnum():  # `escape_text` keeps these as they are
+            return prefix + value + tail
+        return prefix + escape_text(value) + tail
+
+    return key
 
 
 def _is_ambiguous_separator(literal: str) -> bool:
@@ -329,4 +355,6 @@ def normalise_header_names(names: Iterable[str]) -> tuple[str, ...]:
             raise ValueError("empty header name in vary")
         if normalised not in seen:
             seen.append(normalised)
-    return tuple(seen)
+    names_seen = tuple(seen)
+    # The default key's names as the one shared tuple `request_key` recognises by identity.
+    return _HOST_ONLY if names_seen == _HOST_ONLY else names_seen

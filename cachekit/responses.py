@@ -126,7 +126,7 @@ def from_entry(
     # Keyed by the stored lines (and the coding sent, for an entry that has codings), so
     # that each newly decoded copy of a Redis entry finds it.
     memo_key: _BlockKey = (stored, coding or "") if encoded else stored
-    body = coded_body(entry, coding)
+    body = entry.body if coding is None else _coded(encoded, coding)  # `coded_body`, inline
     known = _BLOCKS.get(memo_key)
     if known is not None and known[0] == probe:
         headers, wire = known[1], known[2]

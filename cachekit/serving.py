@@ -17,7 +17,7 @@ from aiohttp import hdrs, web
 
 from cachekit import keys, policy
 from cachekit.answers import answer_from, answer_initiator, answer_job, bypass, unstored_miss
-from cachekit.app import cache_of
+from cachekit.app import CACHE_APP_KEY, cache_of
 from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, follow_vary_stub, refresh
@@ -39,17 +39,19 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
 
     async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:  # noqa: PLR0915
         request = args[-1] if args and type(args[-1]) is web.Request else find_request(args)
-        cache = cache_of(request, spec.name)
-        call: Call = lambda: handler(*args, **kwargs)  # noqa: E731  (cheaper than a partial)
+        try:  # `cache_of`, without its call when the handler's own app holds the cache
+            cache = request.app[CACHE_APP_KEY]
+        except KeyError:
+            cache = cache_of(request, spec.name)
         if not cache.settings.enabled:
-            return await call()
+            return await handler(*args, **kwargs)
         # 1. Admit: may this request use the cache at all?
         admitted = policy.admit(
             request.method, hdrs.AUTHORIZATION in request.headers, spec.authorization_keyed
         )
         if not admitted.allowed:
-            return await bypass(cache, spec, call, admitted.reason)
-        state = cache.handler(spec)
+            return await bypass(cache, spec, _bound(handler, args, kwargs), admitted.reason)
+        state = cache.resolved(spec.name) or cache.handler(spec)
         # 2. Key: from what aiohttp hands the handler (see `keys`); on the default key, less
         # the ignored query parameters, which the handler is then never handed (`handed`).
         if state.sync_key is not None and spec.unless is None:
@@ -57,7 +59,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
         else:
             computed, reason = await _base_with_callables(cache, spec, state, request)
             if computed is None:
-                return await bypass(cache, spec, call, reason)
+                return await bypass(cache, spec, _bound(handler, args, kwargs), reason)
             base = computed
         directives = (
             policy.request_directives(request.headers.get(hdrs.CACHE_CONTROL))
@@ -76,7 +78,10 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
                     spec=spec,
                     request=request,
                     call=handed_later(
-                        state, request, call, partial(call_with, handler, args, kwargs)
+                        state,
+                        request,
+                        _bound(handler, args, kwargs),
+                        partial(call_with, handler, args, kwargs),
                     ),
                     base=base,
                     rerouted=rerouted,
@@ -100,13 +105,14 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             # 5. Verdict, and the answer it calls for.
             verdict = policy.freshness(entry, now, directives)
             if verdict is _FRESH:
-                cache.count_hit(state)
+                state.hits += 1  # the total is the handlers' sum (`Cache.counters`)
                 assert entry is not None
                 return answer_from(
                     request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
                 )
             # The handler's request for this key (`handed`), from here on the job's.
             asks = partial(call_with, handler, args, kwargs)
+            call = _bound(handler, args, kwargs)  # (made off the hit path: a hit never calls)
             handed_to = handed(state, request, call, asks)
             if handed_to is None:  # aiohttp cannot clone it: served as sent, nothing stored
                 return await unstored_miss(cache, spec, call, "uncloneable")
@@ -137,6 +143,11 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             return answer_initiator(job, await asyncio.shield(task))
 
     return handle
+
+
+def _bound(handler: Handler, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """The handler as it was called (a lambda is cheaper than a partial)."""
+    return lambda: handler(*args, **kwargs)
 
 
 async def _base_with_callables(

@@ -21,6 +21,7 @@ from __future__ import annotations
 from sys import getsizeof
 from typing import Final
 
+from aiohttp import web
 from yarl import URL
 
 from cachekit.ignored_query import IgnoredQuery
@@ -60,3 +61,20 @@ def memoized_narrowed_component(url: URL, ignored: IgnoredQuery) -> str:
         cost = _LONGER_TUPLE_SIZE + sum(map(getsizeof, parts[:3])) + getsizeof(component)
         _COMPONENTS.put(parts, component, cost)
     return component
+
+
+def default_key(prefix: str, request: web.Request) -> str:
+    """A default key: `prefix` (the handler's) plus the memoized component of the URL the
+    handler is handed. One call on a hit: the memo is read here, inline."""
+    url = request.rel_url
+    component = _COMPONENTS.get((url.raw_path, url.raw_query_string, url.raw_fragment))
+    return prefix + (component if component is not None else memoized_url_component(url))
+
+
+def narrowed_default_key(prefix: str, ignored: IgnoredQuery, request: web.Request) -> str:
+    """`default_key` less the query parameters `ignored` leaves out."""
+    url = request.rel_url
+    component = _COMPONENTS.get((url.raw_path, url.raw_query_string, url.raw_fragment, ignored))
+    if component is None:
+        component = memoized_narrowed_component(url, ignored)
+    return prefix + component

@@ -353,12 +353,17 @@ def test_the_shortcut_is_off_when_prepare_changes_every_response(
 
 
 @pytest.mark.parametrize("status", [200, 203, 404, 410, 299, 999])
-def test_the_template_builds_what_the_constructor_builds(status: int) -> None:
+def test_the_template_builds_what_the_constructor_builds(
+    status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     headers = CIMultiDict([("Content-Type", "a/b"), ("X-Multi", "1"), ("x-multi", "2")])
+    assert aiohttp_internals.RESPONSE_TEMPLATE is not None
     for response_class in (aiohttp_internals.HitResponse, web.Response):
-        fast = aiohttp_internals._from_template(
-            response_class, aiohttp_internals.RESPONSE_TEMPLATE or {}, status, b"b", headers
+        # `WIRE_WORKS` picks the class `new_hit_response` builds.
+        monkeypatch.setattr(
+            aiohttp_internals, "WIRE_WORKS", response_class is aiohttp_internals.HitResponse
         )
+        fast = aiohttp_internals.new_hit_response(status, b"b", headers, None)
         slow = response_class(status=status, body=b"b", headers=headers)
         assert type(fast) is response_class
         assert vars(fast) == vars(slow) and fast.headers is not headers
