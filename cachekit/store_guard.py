@@ -68,6 +68,7 @@ class StoreGuard:
             self._refusal_log.warning("cache store refused a write (not stored): %s", exc)
             return failed
         except (StoreError, TimeoutError) as exc:
+            raise_if_cancelling(exc)
             self.failed(exc, name)
             return failed
         finally:
@@ -101,3 +102,12 @@ class StoreGuard:
 
     def _count_error(self, operation: str) -> None:
         self._errors[operation] = self._errors.get(operation, 0) + 1
+
+
+def raise_if_cancelling(error: BaseException) -> None:
+    """Re-raise a cancellation the Redis client turned into an error of its own (it may,
+    when cancelled mid-command): a task being cancelled must stop, not carry on as if a
+    store call had merely failed (a background loop would otherwise never end)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from error

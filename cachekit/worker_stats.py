@@ -33,6 +33,7 @@ from aiohttp import web
 from cachekit.backends.base import SharedWorkers, WorkerReport
 from cachekit.guard import RateLimitedLog
 from cachekit.stats_history import Tally
+from cachekit.store_guard import raise_if_cancelling
 
 if TYPE_CHECKING:
     from cachekit.cache import Cache
@@ -200,7 +201,7 @@ class WorkerReporter:
                     self.worker.id, self.report(), self.keep, MOST_WORKERS
                 )
         except Exception as exc:  # whatever it is, a report must never stop the task
-            _still_cancelled(exc)
+            raise_if_cancelling(exc)
             self.errors += 1
             self._log.warning("could not publish this worker's cache figures: %r", exc)
             return False
@@ -237,14 +238,6 @@ class WorkerReporter:
     def timeout(self) -> float:
         """The bound on one publication or read (it holds no request up)."""
         return max(self.cache.settings.redis_timeout, 1.0)
-
-
-def _still_cancelled(error: Exception) -> None:
-    """Re-raise a cancellation the Redis client turned into an error of its own (it may,
-    when cancelled mid-command): the task is stopping, and must not carry on."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from error
 
 
 REPORTER: Final = web.AppKey("cachekit_worker_reporter", WorkerReporter)

@@ -118,3 +118,31 @@ async def test_timings_go_to_the_metrics_when_there_are_some() -> None:
     await checked.strict(works())
     assert [name for name, _ in observed] == ["lock", "purge"]
     assert all(seconds >= 0 for _, seconds in observed)
+
+
+async def test_a_cancellation_the_store_turned_into_an_error_still_cancels() -> None:
+    # redis-py may turn a cancellation mid-command into an error of its own: the guard must
+    # not report "failed" to a task that is being cancelled (its loop would go on forever).
+    entered = asyncio.Event()
+
+    async def converts() -> str:
+        entered.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise StoreError("connection closed while reading") from None
+        return "late"
+
+    store_guard = guard()
+    task = asyncio.create_task(store_guard.bounded(converts(), "failed"))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert store_guard.breaker.failures == 0  # not a store failure
+
+
+async def test_the_store_timeout_is_a_failure_not_a_cancellation() -> None:
+    store_guard = guard(timeout=0.01)
+    assert await store_guard.bounded(hangs(), "failed") == "failed"
+    assert store_guard.breaker.failures == 1
