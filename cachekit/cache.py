@@ -55,6 +55,10 @@ class Cache:
         on_purge: PurgeHook | None = None,
     ) -> None:
         self.settings = settings
+        #: `settings.enabled` and `settings.max_key_length` (settings are frozen), read on
+        #: every request: a plain attribute costs a fraction of a pydantic model's.
+        self.enabled: bool = settings.enabled
+        self.max_key_length: int = settings.max_key_length
         #: Wall-clock seconds for TTLs and `Age` (`overrides.wall` unless given).
         self.clock: Callable[[], float] = clock if clock is not None else overrides.wall
         self.store: Store = (

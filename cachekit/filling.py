@@ -54,7 +54,7 @@ async def follow_vary_stub(
     )
     if names is None:
         return key, declared, (None, UNKNOWN_GENERATION)
-    variant = keys.request_key(base, request, names, cache.settings.max_key_length)
+    variant = keys.request_key(base, request, names, cache.max_key_length)
     if variant == key:
         return key, names, (None, answer[1])
     answer = await cache.lookup(variant)

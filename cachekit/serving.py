@@ -43,7 +43,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             cache = request.app[CACHE_APP_KEY]
         except KeyError:
             cache = cache_of(request, spec.name)
-        if not cache.settings.enabled:
+        if not cache.enabled:
             return await handler(*args, **kwargs)
         # 1. Admit: may this request use the cache at all?
         admitted = policy.admit(
@@ -66,7 +66,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             if state.honor_request_cache_control
             else policy.NO_DIRECTIVES
         )
-        key = keys.request_key(base, request, vary := state.vary, cache.settings.max_key_length)
+        key = keys.request_key(base, request, vary := state.vary, cache.max_key_length)
         rerouted = False
         while True:
             # 3. A fill of this key is running in this process: share its answer.
@@ -187,7 +187,7 @@ async def _join(
     outcome = await asyncio.shield(running)
     shared = outcome.shared
     if shared is not None:
-        own_key = keys.request_key(base, request, outcome.vary, cache.settings.max_key_length)
+        own_key = keys.request_key(base, request, outcome.vary, cache.max_key_length)
         if own_key == outcome.key:
             cache.tally(spec, "stale" if outcome.x_cache == "STALE" else "collapsed")
             emit = cache.emits_cache_control(spec)

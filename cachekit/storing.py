@@ -60,7 +60,7 @@ class Job:
 
     def key_for(self, vary: tuple[str, ...]) -> str:
         """This request's key when its handler varies on `vary`."""
-        return keys.request_key(self.base, self.request, vary, self.cache.settings.max_key_length)
+        return keys.request_key(self.base, self.request, vary, self.cache.max_key_length)
 
     @property
     def emit_cache_control(self) -> bool:
