@@ -18,7 +18,15 @@ Two shortcuts make a hit cheaper to build and to send than an ordinary `web.Resp
   `aiohttp.http_writer.StreamWriter` and its `_headers_buf`, `_headers_written`,
   `_on_headers_sent`; `aiohttp.http_writer._serialize_headers`, which makes the bytes.
 
-The self-check at import: `RESPONSE_TEMPLATE` is None unless every attribute beyond the
+- **The handler's app state** (`app_value`): `request.app.get(key)` read as
+  `request._match_info._current_app._state.get(key)`, one Python call instead of three
+  (the `app` and `current_app` properties and `Application.get`). Relies on: `web.Request`
+  keeping its match info in `_match_info`, `UrlMappingMatchInfo` its current app in
+  `_current_app`, `web.Application` its mapping in `_state`.
+
+The self-check at import: `APP_STATE_WORKS` is False unless the direct read gives what the
+public one gives for a probe app stack (a sub-app current, the key present and absent);
+`RESPONSE_TEMPLATE` is None unless every attribute beyond the
 per-response ones is an immutable constant and instances built both ways are equal for a
 few probes; `WIRE_WORKS` is False unless a probe response sent into a fake transport gives
 the same bytes both ways and really took the shortcut. Any difference, or any exception,
@@ -37,6 +45,7 @@ from typing import Any, Final, NamedTuple, cast
 from aiohttp import hdrs, web
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11, StreamWriter
 from aiohttp.http_writer import _serialize_headers
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from multidict import CIMultiDict, CIMultiDictProxy, getversion, istr
 
 #: multidict's `getversion`: a number that changes whenever the multidict changes.
@@ -294,6 +303,52 @@ def wire_matches_aiohttp() -> bool:
         return False
     return True
 
+
+# ---------------------------------------------------------------- the handler's app
+
+
+def _app_value_public(request: web.Request, key: web.AppKey[Any]) -> Any:
+    return request.app.get(key)
+
+
+def _app_value_direct(request: web.Request, key: web.AppKey[Any]) -> Any:
+    return request._match_info._current_app._state.get(key)  # type: ignore[union-attr]
+
+
+def app_state_matches_aiohttp() -> bool:
+    """Whether `_app_value_direct` reads what `request.app.get` reads (checked on a probe
+    stack of an app and a sub-app, each current in turn, with the key set and not)."""
+    try:
+        key = web.AppKey("cachekit_probe", int)
+        outer, inner, bare = web.Application(), web.Application(), web.Application()
+        outer[key], inner[key] = 1, 2
+        for current in (outer, inner, bare):
+            match_info = UrlMappingMatchInfo({}, cast(Any, None))
+            for app in (outer, inner, bare):
+                match_info.add_app(app)
+            match_info.current_app = current
+            request = cast(web.Request, _MatchedRequest(match_info))
+            public = cast(Any, web.Request.app).fget(request).get(key)
+            if _app_value_direct(request, key) != public:
+                return False
+    except Exception:  # any surprise means: the public path
+        return False
+    return True
+
+
+class _MatchedRequest:
+    """Just what `web.Request.app` reads."""
+
+    def __init__(self, match_info: UrlMappingMatchInfo) -> None:
+        self._match_info = match_info
+
+
+#: Whether the handler's app state is read directly (see the module docstring).
+APP_STATE_WORKS: Final = app_state_matches_aiohttp()
+#: `request.app.get(key)`: the value the app serving `request` holds under `key`, or None.
+app_value: Final[Callable[[web.Request, web.AppKey[Any]], Any]] = (
+    _app_value_direct if APP_STATE_WORKS else _app_value_public
+)
 
 #: Whether hits send prebuilt bytes on this aiohttp (see the module docstring).
 WIRE_WORKS: bool = False

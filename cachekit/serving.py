@@ -16,6 +16,7 @@ from typing import Any, cast
 from aiohttp import hdrs, web
 
 from cachekit import keys, policy
+from cachekit.aiohttp_internals import app_value
 from cachekit.answers import answer_from, answer_initiator, answer_job, bypass, unstored_miss
 from cachekit.app import CACHE_APP_KEY, cache_of
 from cachekit.cache import Cache
@@ -39,10 +40,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
 
     async def handle(*args: Any, **kwargs: Any) -> web.StreamResponse:  # noqa: PLR0915
         request = args[-1] if args and type(args[-1]) is web.Request else find_request(args)
-        try:  # `cache_of`, without its call when the handler's own app holds the cache
-            cache = request.app[CACHE_APP_KEY]
-        except KeyError:
-            cache = cache_of(request, spec.name)
+        cache = app_value(request, CACHE_APP_KEY) or cache_of(request, spec.name)
         if not cache.enabled:
             return await handler(*args, **kwargs)
         # 1. Admit: may this request use the cache at all?

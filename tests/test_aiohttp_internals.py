@@ -411,3 +411,65 @@ def test_reason_phrases_are_aiohttp_s() -> None:
     for status in range(100, 1000):
         expected = web.Response(status=status).reason
         assert aiohttp_internals.REASONS.get(status, "") == expected, status
+
+
+# ---------------------------------------------------------------- the handler's app state
+
+_PROBE_KEY = web.AppKey("cachekit_test_probe", str)
+
+
+def _app_stacks() -> list[tuple[int, frozenset[int]]]:
+    # Apps nested `depth` deep (a sub-app of a sub-app ...), the key set in the levels named.
+    stacks = []
+    for depth in (1, 2, 3):
+        for mask in range(1 << depth):
+            stacks.append((depth, frozenset(level for level in range(depth) if mask >> level & 1)))
+    return stacks
+
+
+@pytest.mark.parametrize(("depth", "holding"), _app_stacks())
+async def test_the_direct_app_read_is_what_request_app_get_reads(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], depth: int, holding: frozenset[int]
+) -> None:
+    # Real routing through sub-apps, and a middleware that clones the request: in every
+    # handler of every level, `app_value` answers what `request.app.get` answers.
+    seen: list[tuple[object, object]] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append((aiohttp_internals.app_value(request, _PROBE_KEY), request.app.get(_PROBE_KEY)))
+        return web.Response(text="ok")
+
+    @web.middleware
+    async def cloning(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request.clone(headers={**request.headers, "X-Cloned": "1"}))
+
+    apps = [web.Application(middlewares=[cloning] if level == 1 else []) for level in range(depth)]
+    for level, app in enumerate(apps):
+        if level in holding:
+            app[_PROBE_KEY] = f"level {level}"
+        app.router.add_get("/here", echo)
+    for level in range(depth - 1, 0, -1):
+        apps[level - 1].add_subapp(f"/l{level}/", apps[level])
+    client = await aiohttp_client(apps[0])
+    for level in range(depth):
+        path = "".join(f"/l{n}" for n in range(1, level + 1)) + "/here"
+        assert (await client.get(path)).status == 200
+    assert len(seen) == depth
+    for level, (direct, public) in enumerate(seen):
+        assert direct == public == (f"level {level}" if level in holding else None)
+
+
+def test_a_direct_read_that_differs_turns_the_shortcut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiohttp_internals, "_app_value_direct", lambda request, key: None)
+    assert not aiohttp_internals.app_state_matches_aiohttp()
+
+
+def test_an_app_without_its_state_mapping_turns_the_shortcut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_state(request: web.Request, key: object) -> object:
+        raise AttributeError("_state")
+
+    monkeypatch.setattr(aiohttp_internals, "_app_value_direct", no_state)
+    assert not aiohttp_internals.app_state_matches_aiohttp()
+    assert aiohttp_internals.APP_STATE_WORKS  # this aiohttp's own passes
