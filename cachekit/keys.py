@@ -199,7 +199,7 @@ def request_key(base: str, request: KeyedRequest, vary: tuple[str, ...], max_len
         # a plain-http host that needs no escaping (`escape_host` returns it as it is).
         host = request.host
         if len(base) + len(host) < max_length and _HOST_UNSAFE.search(host) is None:
-            return base + "#host=" + host
+            return f"{base}#host={host}"
     return compose(base, vary_suffix(request, vary), max_length)
 
 

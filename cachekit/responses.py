@@ -100,12 +100,11 @@ def to_entry(
     )
 
 
-def from_entry(
+def from_entry(  # noqa: PLR0917  (positional: a keyword call costs more on every hit)
     entry: CachedResponse,
     now: float,
     status: str,
     x_cache: str,
-    *,
     not_modified: bool = False,
     emit_cache_control: bool = False,
     coding: str | None = None,

@@ -105,9 +105,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             if verdict is _FRESH:
                 state.hits += 1  # the total is the handlers' sum (`Cache.counters`)
                 assert entry is not None
-                return answer_from(
-                    request, entry, now, "hit", "HIT", emit_cache_control=state.emit_cache_control
-                )
+                return answer_from(request, entry, now, "hit", "HIT", state.emit_cache_control)
             # The handler's request for this key (`handed`), from here on the job's.
             asks = partial(call_with, handler, args, kwargs)
             call = _bound(handler, args, kwargs)  # (made off the hit path: a hit never calls)
