@@ -195,7 +195,7 @@ class Cache:
             return None, UNKNOWN_GENERATION
         if tracing.tracer() is not None:
             return await self._traced_fetch(key, handler)
-        metrics = self.metrics
+        metrics = self._metrics  # (not the property: a call on every Redis hit)
         if metrics is not None:
             # One lookup in LOOKUP_SAMPLE is timed: observing every one would cost a Redis
             # hit more than the 3 % metrics may (bench/README.md).

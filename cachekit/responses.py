@@ -112,8 +112,15 @@ def from_entry(  # noqa: PLR0917  (positional: a keyword call costs more on ever
     """A new response from a stored entry: its status, header lines and body (or a 304 with
     the fields RFC 9110 §15.4.5 lists), plus `Age`, `Cache-Status` and `X-Cache`. `coding`:
     one of the entry's content codings to send (None: the identity body)."""
-    age = int(now - entry.stored_at)  # entry.age() and entry.remaining(), without the calls
-    probe = (age, int(entry.fresh_until - now), status, x_cache, emit_cache_control, entry.ttl)
+    # entry.age() and entry.remaining(), without the calls
+    probe = (
+        int(now - entry.stored_at),
+        int(entry.fresh_until - now),
+        status,
+        x_cache,
+        emit_cache_control,
+        entry.ttl,
+    )
     stored = entry.headers
     encoded = entry.encoded
     if not_modified:
@@ -128,7 +135,7 @@ def from_entry(  # noqa: PLR0917  (positional: a keyword call costs more on ever
     body = entry.body if coding is None else _coded(encoded, coding)  # `coded_body`, inline
     known = _BLOCKS.get(memo_key)
     if known is not None and known[0] == probe:
-        headers, wire = known[1], known[2]
+        _, headers, wire = known
     else:
         lines = representation_lines(entry, coding) if encoded else stored
         headers, wire = _header_block(memo_key, lines, probe, entry.status, len(body))

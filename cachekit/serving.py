@@ -52,8 +52,8 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
         state = cache.resolved(spec.name) or cache.handler(spec)
         # 2. Key: from what aiohttp hands the handler (see `keys`); on the default key, less
         # the ignored query parameters, which the handler is then never handed (`handed`).
-        if state.sync_key is not None and spec.unless is None:
-            base = state.sync_key(request)
+        if (sync_key := state.sync_key) is not None and spec.unless is None:
+            base = sync_key(request)
         else:
             computed, reason = await _base_with_callables(cache, spec, state, request)
             if computed is None:
@@ -94,12 +94,12 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             if answer is None:
                 answer = await cache.fetch(key, spec.name)
                 now = cache.clock()
-            if answer[0] is not None and answer[0].vary_stub:
-                key, vary, answer = await follow_vary_stub(
+            entry, generation = answer
+            if entry is not None and entry.vary_stub:
+                key, vary, (entry, generation) = await follow_vary_stub(
                     cache, spec, request, base=base, key=key, answer=answer
                 )
                 now = cache.clock()
-            entry, generation = answer
             # 5. Verdict, and the answer it calls for.
             verdict = policy.freshness(entry, now, directives)
             if verdict is _FRESH:
