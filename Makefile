@@ -40,8 +40,8 @@ $(STAMP): pyproject.toml cachekit/_version.py
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check cachekit demo_app tests .ci/wheel_check.py
-	$(BIN)/mypy --strict cachekit .ci/wheel_check.py
+	$(BIN)/ruff check cachekit demo_app tests bench .ci/wheel_check.py
+	$(BIN)/mypy --strict cachekit bench .ci/wheel_check.py
 
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -32,6 +32,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
@@ -203,7 +204,9 @@ def seconds_to_recover(samples: list[Sample], since: float, target: float) -> fl
 # ---------------------------------------------------------------- faults
 
 
-async def run_fault(name: str, redis: Redis, base: str, args: argparse.Namespace) -> dict:
+async def run_fault(
+    name: str, redis: Redis, base: str, args: argparse.Namespace
+) -> dict[str, Any]:
     load = Load(base, args.connections)
     phase = args.phase_seconds
     deadline = time.monotonic() + 3 * phase + args.fault_seconds + 15
@@ -234,7 +237,7 @@ async def run_fault(name: str, redis: Redis, base: str, args: argparse.Namespace
     during = [s for s in load.samples if fault_start <= s.at < fault_end]
     after = [s for s in load.samples if s.at >= fault_end]
     before_summary = summarise(before)
-    target = 0.5 * float(before_summary.get("hit_ratio", 0) or 0)
+    target = 0.5 * float(cast(float, before_summary.get("hit_ratio", 0) or 0))
     return {
         "fault": name,
         "fault_seconds": round(fault_end - fault_start, 1),
@@ -245,7 +248,7 @@ async def run_fault(name: str, redis: Redis, base: str, args: argparse.Namespace
     }
 
 
-def render(results: list[dict]) -> str:
+def render(results: list[dict[str, Any]]) -> str:
     lines = [
         "| fault | phase | requests | non-200 | client errors | p99 ms | hit ratio |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -23,15 +23,15 @@ import subprocess
 import sys
 from typing import Final
 
+from aiohttp.test_utils import make_mocked_request
+
+from bench.hitpath import build
+
 VARIANTS: Final = ("limit", "default-key", "template-key")
 _COLLECTED: Final = re.compile(rb"Collected : (\d+)")
 
 
 async def _hits(variant: str, count: int) -> None:
-    from aiohttp.test_utils import make_mocked_request
-
-    from bench.hitpath import build
-
     app, handlers = build()
     handler = handlers[variant]
     request = make_mocked_request(

@@ -20,6 +20,7 @@ from typing import cast
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bench.procs import SERVER_CPU, RedisProcess, pinning_available
+from cachekit.backends import redis_internals
 from cachekit.backends.lookup_channel import LookupChannel
 
 Mget = Callable[[Sequence[str]], Awaitable[list[bytes | None]]]
@@ -42,8 +43,9 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     """Print one line per client and batch size."""
     pool = BlockingConnectionPool.from_url(url, max_connections=64)
     client = Redis.from_pool(pool)
-    channel = LookupChannel.for_pool(pool)
-    assert channel is not None
+    address = redis_internals.channel_address(pool)
+    assert address is not None
+    channel = LookupChannel.for_address(address)
     value = os.urandom(args.value_bytes)
     await client.mset({f"bench:{i}": value for i in range(args.keys)})
 
