@@ -11,6 +11,13 @@
   accept `text/html` a sign-in form, byte-identical whatever the path (it names only
   `{prefix}/login`). A wrong token at `/login` gets that same 401.
 
+Guessing is limited: a client address whose wrong tokens (at `/login` or in a bearer
+header) reach `FAILED_ATTEMPTS_PER_MINUTE` within a minute gets `429 Too Many Requests`,
+with `Retry-After`, for its credentials until that minute is over; they are not even
+compared meanwhile. Behind a proxy every client shares the proxy's address, so an attack
+then delays everyone's sign-in by at most a minute at a time; valid session cookies keep
+working (an HMAC cannot be guessed, so cookies are not counted).
+
 The cookie cannot be revoked on the server before it expires, short of changing the
 token (which voids every cookie made with the old one); logging out deletes it in the
 browser.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -42,6 +50,43 @@ SECURITY_HEADERS: Final = {
 _LOGIN_CSP: Final = "default-src 'none'; form-action 'self'; frame-ancestors 'none'"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Wrong tokens one client address may present per minute before it must wait.
+FAILED_ATTEMPTS_PER_MINUTE: Final = 10
+#: Client addresses tracked at once (clear-when-full: the table stays under ~200 KiB).
+TRACKED_ADDRESSES: Final = 1024
+_WINDOW_SECONDS: Final = 60.0
+
+
+class FailedAttempts:
+    """Wrong tokens per client address, counted in fixed one-minute windows."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        #: address -> (start of its window, wrong tokens in it)
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def wait(self, address: str) -> int:
+        """Seconds `address` must wait before its credentials are checked again (0: none)."""
+        window = self._windows.get(address)
+        if window is None:
+            return 0
+        started, failures = window
+        left = started + _WINDOW_SECONDS - self._clock()
+        if left <= 0:
+            del self._windows[address]
+            return 0
+        return math.ceil(left) if failures >= FAILED_ATTEMPTS_PER_MINUTE else 0
+
+    def failed(self, address: str) -> None:
+        """Count one wrong token from `address`."""
+        now = self._clock()
+        started, failures = self._windows.get(address, (now, 0))
+        if now >= started + _WINDOW_SECONDS:
+            started, failures = now, 0
+        if address not in self._windows and len(self._windows) >= TRACKED_ADDRESSES:
+            self._windows.clear()
+        self._windows[address] = (started, failures + 1)
 
 
 def session_value(token: bytes, expires: int) -> str:
@@ -78,6 +123,7 @@ class AdminAuth:
         self.login_path = f"{self.prefix}/login"
         self.logout_path = f"{self.prefix}/logout"
         self._clock = clock
+        self.attempts = FailedAttempts(clock)
         form = html.escape(self.login_path, quote=True)
         self._login_page = (
             "<!doctype html>\n<html lang=en><meta charset=utf-8>"
@@ -95,9 +141,16 @@ class AdminAuth:
 
         @web.middleware
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if request.method == hdrs.METH_POST and request.path == self.login_path:
+            logs_in = request.method == hdrs.METH_POST and request.path == self.login_path
+            if logs_in or hdrs.AUTHORIZATION in request.headers:
+                wait = self.attempts.wait(request.remote or "")
+                if wait:
+                    return self.too_many_attempts(wait)
+            if logs_in:
                 return await self.login(request)
             if not self.allows(request):
+                if hdrs.AUTHORIZATION in request.headers:
+                    self.attempts.failed(request.remote or "")
                 return self.unauthorized(request)
             response = await handler(request)
             response.headers.update(SECURITY_HEADERS)
@@ -130,6 +183,11 @@ class AdminAuth:
             )
         return web.json_response({"error": "unauthorized"}, status=401, headers=headers)
 
+    def too_many_attempts(self, wait: int) -> web.Response:
+        """The answer to credentials from an address that presented too many wrong ones."""
+        headers = {**SECURITY_HEADERS, hdrs.RETRY_AFTER: str(wait)}
+        return web.json_response({"error": "too many attempts"}, status=429, headers=headers)
+
     async def login(self, request: web.Request) -> web.StreamResponse:
         """`POST {prefix}/login`: the form's token, right, sets the session cookie and
         goes to the dashboard; wrong or missing, the same 401 as any path."""
@@ -140,6 +198,7 @@ class AdminAuth:
         token = form.get("token")
         supplied = token.encode("utf-8", "surrogateescape") if isinstance(token, str) else b""
         if not hmac.compare_digest(supplied, self._token):
+            self.attempts.failed(request.remote or "")
             return self.unauthorized(request)
         expires = int(self._clock()) + SESSION_SECONDS
         response = self._to_dashboard()
