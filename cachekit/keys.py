@@ -171,6 +171,7 @@ def vary_suffix(request: KeyedRequest, names: tuple[str, ...]) -> str:
 
 
 _HOST_ONLY: Final = (HOST,)
+_HOST_SUFFIX_CHARS: Final = len("#host=")
 
 
 def bound_length(key: str, max_length: int) -> str:
@@ -197,8 +198,10 @@ def request_key(base: str, request: KeyedRequest, vary: tuple[str, ...], max_len
     if vary is _HOST_ONLY and request.scheme == "http":
         # The default key's common case, `compose(base, vary_suffix(...))` without its calls:
         # a plain-http host that needs no escaping (`escape_host` returns it as it is).
+        # compose keeps both parts as they are when each fits the bound on its own.
         host = request.host
-        if len(base) + len(host) < max_length and _HOST_UNSAFE.search(host) is None:
+        fits = len(base) <= max_length and len(host) + _HOST_SUFFIX_CHARS <= max_length
+        if fits and _HOST_UNSAFE.search(host) is None:
             return f"{base}#host={host}"
     return compose(base, vary_suffix(request, vary), max_length)
 

@@ -758,3 +758,25 @@ class TestPathTag:
     def test_different_decoded_paths_different_tags(self, a: str, b: str) -> None:
         if url(a).path != url(b).path:
             assert path_tag(url(a)) != path_tag(url(b))
+
+
+# ------------------------------------------------------------------ request_key's inline host
+
+
+@given(
+    base=st.text(alphabet=st.sampled_from(list("ab:?~%#/é")), max_size=40),
+    host=st.text(alphabet=st.sampled_from(list("aZ9-._:[]%# é\udcff\x00/@")), max_size=30)
+    | st.sampled_from(["shop.example", "Shop.Example:8080", "[::1]:80", "", "a" * 300]),
+    scheme=st.sampled_from(["http", "https", "HTTP", "ws"]),
+    max_length=st.integers(min_value=1, max_value=120),
+)
+def test_the_inline_default_host_is_what_compose_builds(
+    base: str, host: str, scheme: str, max_length: int
+) -> None:
+    # `request_key` appends a plain-http host that needs no escaping without `compose`'s
+    # calls; whatever the base, host, scheme and bound, the key is compose's.
+    names = normalise_header_names(["Host"])  # the default key's shared tuple
+    request = FakeRequest(host=host, scheme=scheme)
+    expected = compose(base, vary_suffix(request, names), max_length)
+    assert request_key(base, request, names, max_length) == expected
+    assert request_key(base, request, ("host",), max_length) == expected  # a tuple of its own
