@@ -9,6 +9,8 @@ over sockets, `tests/test_key_parity.py` covers the same path with aiohttp's par
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,11 +73,23 @@ def test_with_ignored_parameters_the_memo_answers_what_the_narrowed_url_gives(
 ) -> None:
     url_memo._COMPONENTS.clear()
     for url, ignored in sequence + sequence[::-1]:
+        # The key functions the handlers use read the memo inline: the same answers, first
+        # seen or not, in either order with the component functions.
+        request: Any = _Request(url)
         if ignored is None:
+            assert url_memo.default_key("h:", request) == "h:" + url_component(url)
             assert memoized_url_component(url) == url_component(url)
         else:
             expected = url_component(ignored.apply(url) or url)
             assert memoized_narrowed_component(url, ignored) == expected
+            assert url_memo.narrowed_default_key("h:", ignored, request) == "h:" + expected
+
+
+class _Request:
+    """What the key functions read of a request."""
+
+    def __init__(self, url: URL) -> None:
+        self.rel_url = url
 
 
 def test_a_literal_hash_in_the_path_is_not_a_fragment() -> None:
