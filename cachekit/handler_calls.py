@@ -40,6 +40,13 @@ def job_for(
     return job
 
 
+def called_as(handler: Handler, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """The handler as it was called (a lambda is cheaper than a partial). Made off the hit
+    path: a closure over `args` in the decorated handler would make them cells for every
+    request."""
+    return lambda: handler(*args, **kwargs)
+
+
 def call_with(
     handler: Handler, args: tuple[Any, ...], kwargs: dict[str, Any], request: web.Request
 ) -> Call:

@@ -23,7 +23,14 @@ from cachekit.cache import Cache
 from cachekit.entry import CachedResponse
 from cachekit.filling import COLLAPSED, STALE_IF_ERROR, fill, follow_vary_stub, refresh
 from cachekit.flight import FillOutcome
-from cachekit.handler_calls import call_with, find_request, handed, handed_later, job_for
+from cachekit.handler_calls import (
+    call_with,
+    called_as,
+    find_request,
+    handed,
+    handed_later,
+    job_for,
+)
 from cachekit.handler_spec import HandlerSpec
 from cachekit.handler_state import HandlerState
 from cachekit.storing import Call, Job
@@ -48,7 +55,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             request.method, hdrs.AUTHORIZATION in request.headers, spec.authorization_keyed
         )
         if not admitted.allowed:
-            return await bypass(cache, spec, _bound(handler, args, kwargs), admitted.reason)
+            return await bypass(cache, spec, called_as(handler, args, kwargs), admitted.reason)
         state = cache.resolved(spec.name) or cache.handler(spec)
         # 2. Key: from what aiohttp hands the handler (see `keys`); on the default key, less
         # the ignored query parameters, which the handler is then never handed (`handed`).
@@ -57,7 +64,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
         else:
             computed, reason = await _base_with_callables(cache, spec, state, request)
             if computed is None:
-                return await bypass(cache, spec, _bound(handler, args, kwargs), reason)
+                return await bypass(cache, spec, called_as(handler, args, kwargs), reason)
             base = computed
         directives = (
             policy.request_directives(request.headers.get(hdrs.CACHE_CONTROL))
@@ -78,7 +85,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
                     call=handed_later(
                         state,
                         request,
-                        _bound(handler, args, kwargs),
+                        called_as(handler, args, kwargs),
                         partial(call_with, handler, args, kwargs),
                     ),
                     base=base,
@@ -108,7 +115,7 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
                 return answer_from(request, entry, now, "hit", "HIT", state.emit_cache_control)
             # The handler's request for this key (`handed`), from here on the job's.
             asks = partial(call_with, handler, args, kwargs)
-            call = _bound(handler, args, kwargs)  # (made off the hit path: a hit never calls)
+            call = called_as(handler, args, kwargs)  # (made off the hit path: a hit never calls)
             handed_to = handed(state, request, call, asks)
             if handed_to is None:  # aiohttp cannot clone it: served as sent, nothing stored
                 return await unstored_miss(cache, spec, call, "uncloneable")
@@ -139,11 +146,6 @@ def request_handler(spec: HandlerSpec, handler: Handler) -> Handler:  # noqa: PL
             return answer_initiator(job, await asyncio.shield(task))
 
     return handle
-
-
-def _bound(handler: Handler, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
-    """The handler as it was called (a lambda is cheaper than a partial)."""
-    return lambda: handler(*args, **kwargs)
 
 
 async def _base_with_callables(

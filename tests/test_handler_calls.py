@@ -12,7 +12,14 @@ from aiohttp.test_utils import make_mocked_request
 
 from cachekit import cached
 from cachekit.cache import Cache
-from cachekit.handler_calls import call_with, find_request, handed, handed_later, job_for
+from cachekit.handler_calls import (
+    call_with,
+    called_as,
+    find_request,
+    handed,
+    handed_later,
+    job_for,
+)
 from cachekit.handler_spec import HandlerSpec
 from cachekit.handler_state import HandlerState
 from cachekit.ignored_query import IgnoredQuery
@@ -105,3 +112,17 @@ async def test_a_fill_asks_without_the_clients_conditionals() -> None:
     plain = make_mocked_request("GET", "/p")
     job = job_for(Job(cache, spec, plain, call, "b", "k", NO_DIRECTIVES, 0, ()), asks, None)
     assert job.call is call  # nothing to take away: the handler is called as it was
+
+
+async def test_called_as_calls_the_handler_with_its_own_arguments() -> None:
+    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    async def handler(*args: Any, **kwargs: Any) -> web.Response:
+        seen.append((args, kwargs))
+        return web.Response(text="ok")
+
+    request = make_mocked_request("GET", "/p")
+    call = called_as(handler, ("view", request), {"extra": 1})
+    assert seen == []  # made, not called
+    response = await call()
+    assert response.text == "ok" and seen == [(("view", request), {"extra": 1})]
