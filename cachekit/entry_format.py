@@ -151,14 +151,15 @@ def decode(data: bytes) -> CachedResponse:
                 entry.handler_etag,
                 entry.no_cache,
             ) = known
-            entry.body = data[body_at:]
-            entry.encoded = ()
             entry.size = len(data)
             if data[3] & FLAG_ENCODED:
                 try:
-                    entry.encoded, entry.body = stored_codings.split(entry.body)
+                    entry.encoded, entry.body = stored_codings.split(data, body_at)
                 except (struct.error, ValueError, UnicodeDecodeError) as exc:
                     raise CorruptEntry(str(exc)) from None
+            else:
+                entry.body = data[body_at:]
+                entry.encoded = ()
             return entry
     try:
         entry = _decode(data)
@@ -295,10 +296,11 @@ def _decode(data: bytes) -> CachedResponse:
         if len(tags) % 2:
             raise CorruptEntry("tag block without one version per tag")
         tags, versions = tags[: len(tags) // 2], tags[len(tags) // 2 :]
-    body = data[end:]
     encoded: tuple[tuple[str, bytes], ...] = ()
     if flags & FLAG_ENCODED:
-        encoded, body = stored_codings.split(body)
+        encoded, body = stored_codings.split(data, end)
+    else:
+        body = data[end:]
     return CachedResponse(
         status,
         lines,

@@ -26,24 +26,26 @@ def pack(encoded: Encoded, body: bytes) -> bytes:
     return b"".join(parts)
 
 
-def split(region: bytes) -> tuple[Encoded, bytes]:
-    """The codings and identity body of a body region; ValueError when malformed."""
-    (count,) = _COUNT.unpack_from(region, 0)
-    offset = _COUNT.size
+def split(data: bytes, start: int = 0) -> tuple[Encoded, bytes]:
+    """The codings and identity body of the body region that begins at `start` of `data`
+    and runs to its end; ValueError when malformed. Read in place: slicing the region out
+    first would copy the whole body once more on every Redis hit."""
+    (count,) = _COUNT.unpack_from(data, start)
+    offset = start + _COUNT.size
     items = []
     for _ in range(count):
-        name_len, data_len = _ITEM.unpack_from(region, offset)
+        name_len, data_len = _ITEM.unpack_from(data, offset)
         offset += _ITEM.size
-        name = region[offset : offset + name_len].decode("ascii")
+        name = data[offset : offset + name_len].decode("ascii")
         if len(name) != name_len or not name:
             raise ValueError("truncated coding name")
         offset += name_len
         items.append((name, data_len))
     encoded = []
     for name, data_len in items:
-        data = region[offset : offset + data_len]
-        if len(data) != data_len:
+        coded = data[offset : offset + data_len]
+        if len(coded) != data_len:
             raise ValueError("truncated coding data")
-        encoded.append((name, data))
+        encoded.append((name, coded))
         offset += data_len
-    return tuple(encoded), region[offset:]
+    return tuple(encoded), data[offset:]
