@@ -28,6 +28,10 @@ def page_data(n: int) -> dict[str, Any]:
     return {"page": n, "count": len(items), "items": items}
 
 
+#: Pages the spread variants spread their load over (`wrk`'s script picks one at random).
+SPREAD_KEYS: Final = 1000
+
+
 def page_body(n: int) -> bytes:
     """Page `n` serialised as compact JSON (about `BODY_TARGET_BYTES` bytes)."""
     return json.dumps(page_data(n), separators=(",", ":")).encode()

@@ -13,8 +13,9 @@ import redis
 
 from bench import client, report
 from bench.memory_footprint import make_entry
+from bench.payload import SPREAD_KEYS
 from bench.procs import ROOT, RedisProcess, start_server
-from bench.throughput import SPREAD_KEYS, Sample, measure
+from bench.throughput import Sample, measure
 from bench.variants import BY_NAME
 from bench.wrk import Wrk
 from cachekit.backends.redis import RedisStore

@@ -18,9 +18,10 @@ from bench.handlers import (
     add_pages,
     base_app,
     json_response,
+    page_number,
     uncached_handlers,
 )
-from bench.payload import page_body
+from bench.payload import SPREAD_KEYS, page_body
 from bench.procs import EVENT_LOOPS
 
 HOST: Final = "127.0.0.1"
@@ -49,6 +50,36 @@ def limit_gzip_app(config: ServerConfig, upstream: Upstream) -> web.Application:
         return response
 
     del config
+    slow = uncached_handlers(upstream)[1]
+    return add_pages(base_app(upstream), items, slow)
+
+
+def limit_pages_app(config: ServerConfig, upstream: Upstream) -> web.Application:
+    """The ceiling over many pages: page `n`'s body prebuilt for each of 1,000 pages (served
+    by `wrk`'s spread script), no cache. Like a spread cache hit, each request sends another
+    13 KB body, which `limit`'s single hot body does not."""
+    del config  # same for every backend
+    return _pages_app(upstream, page_body)
+
+
+def limit_gzip_pages_app(config: ServerConfig, upstream: Upstream) -> web.Application:
+    """`limit_pages_app` for gzip clients: page `n`'s gzip bytes (level 6), prebuilt."""
+    del config
+    return _pages_app(upstream, lambda n: gzip.compress(page_body(n), compresslevel=6), gzip=True)
+
+
+def _pages_app(
+    upstream: Upstream, make: Callable[[int], bytes], *, gzip: bool = False
+) -> web.Application:
+    prebuilt = [make(n) for n in range(SPREAD_KEYS)]
+
+    async def items(request: web.Request) -> web.Response:
+        response = json_response(prebuilt[page_number(request) % SPREAD_KEYS])
+        if gzip:
+            response.headers["Content-Encoding"] = "gzip"
+            response.headers["Vary"] = "Accept-Encoding"
+        return response
+
     slow = uncached_handlers(upstream)[1]
     return add_pages(base_app(upstream), items, slow)
 
@@ -103,6 +134,8 @@ def cachekit_app(config: ServerConfig, upstream: Upstream) -> web.Application:
 BUILDERS: Final[dict[str, Callable[[ServerConfig, Upstream], web.Application]]] = {
     "limit": limit_app,
     "limit-gzip": limit_gzip_app,
+    "limit-pages": limit_pages_app,
+    "limit-gzip-pages": limit_gzip_pages_app,
     "aiohttp-compression": aiohttp_compression_app,
     "uncached": uncached_app,
     "cachekit": cachekit_app,

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import redis as redis_client
 
 from bench import client, report
+from bench.payload import SPREAD_KEYS
 from bench.procs import Child, RedisProcess, start_server
 from bench.variants import Variant
 from bench.wrk import Wrk, WrkResult
 
-SPREAD_KEYS = 1000
 HOT_KEY = 1
 
 

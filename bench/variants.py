@@ -23,7 +23,7 @@ class Variant:
     @property
     def cached(self) -> bool:
         """Whether the variant caches (so its handler must not run once warm)."""
-        return self.kind not in {"limit", "uncached", "limit-gzip", "aiohttp-compression"}
+        return self.kind not in _UNCACHED
 
     @property
     def base(self) -> str:
@@ -38,6 +38,11 @@ class Variant:
     def unavailable(self) -> str | None:
         """Why the variant cannot run here, or None."""
         return peers.missing_reason(self.kind)
+
+
+_UNCACHED: Final = frozenset(
+    {"limit", "uncached", "limit-gzip", "limit-pages", "limit-gzip-pages", "aiohttp-compression"}
+)
 
 
 def _peer(kind: str, backend: str, spread: bool = False) -> Variant:
@@ -78,6 +83,22 @@ ALL: Final = (
         gzip=True,
     ),
     Variant(
+        "limit-spread",
+        "limit-pages",
+        "none",
+        True,
+        "1,000 prebuilt 13 KB bodies, one per page, no cache: the ceiling for 1,000 keys",
+    ),
+    Variant(
+        "limit-gzip-spread",
+        "limit-gzip-pages",
+        "none",
+        True,
+        "1,000 prebuilt gzip bodies, one per page, no cache: the ceiling for 1,000 keys"
+        " and gzip clients",
+        gzip=True,
+    ),
+    Variant(
         "aiohttp-compression",
         "aiohttp-compression",
         "none",
@@ -99,6 +120,14 @@ ALL: Final = (
         "redis",
         False,
         "@cached (compress=gzip), Redis, one hot key, gzip clients",
+        gzip=True,
+    ),
+    Variant(
+        "cachekit-memory-spread-gzip",
+        "cachekit",
+        "memory",
+        True,
+        "@cached (compress=gzip), embedded store, 1,000 keys, gzip clients",
         gzip=True,
     ),
     Variant(
