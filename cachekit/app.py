@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from cachekit import overrides
+from cachekit import background, overrides
 from cachekit.backends.base import Store
 from cachekit.backends.cluster import ClusterStore
 from cachekit.backends.memory import MemoryStore
@@ -99,25 +99,29 @@ def setup_cache(
             # and every response would still pay for the signal (startup runs before aiohttp
             # freezes the signal; a sub-app's is frozen earlier and keeps it).
             signal.remove(receiver)
-        syncing = None
-        if cache.metrics is not None:
-            syncing = asyncio.get_running_loop().create_task(_sync_metrics_every(cache))
-        publisher = None
-        if cache.store.remote and resolved.stats_interval > 0:
-            publisher = asyncio.get_running_loop().create_task(
-                cache.publish_counters_every(resolved.stats_interval)
-            )
-        async with cache.key_census.flushing():
+        # Bounded: shutting down must not wait on a store that does not answer.
+        stop_within = resolved.redis_timeout + 1.0
+        async with contextlib.AsyncExitStack() as jobs:
+            if cache.metrics is not None:
+                await jobs.enter_async_context(
+                    background.running(
+                        _sync_metrics_every(cache), name="cachekit-metrics", stop_within=1.0
+                    )
+                )
+            publishing = cache.store.remote and resolved.stats_interval > 0
+            if publishing:
+                await jobs.enter_async_context(
+                    background.running(
+                        cache.publish_counters_every(resolved.stats_interval),
+                        name="cachekit-counters",
+                        stop_within=stop_within,
+                    )
+                )
+            await jobs.enter_async_context(cache.key_census.flushing())
             yield
-        if syncing is not None:
-            syncing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await syncing
+        if cache.metrics is not None:
             cache.metrics.sync([cache])
-        if publisher is not None:
-            publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publisher
+        if publishing:
             await cache.publish_counters()  # the last few seconds' worth
         await cache.close()
 

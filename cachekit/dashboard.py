@@ -57,7 +57,7 @@ def mount_dashboard(
     and sample `cache` into a `StatsHistory` while the application runs: with a worker
     `reporter` (on Redis), the figures of every worker reporting there."""
     tally = functools.partial(summed_handlers, cache, reporter) if reporter else None
-    history = StatsHistory(cache, tally=tally)
+    history = StatsHistory(cache, tally=tally, stop_within=cache.settings.redis_timeout + 1.0)
     admin[HISTORY] = history
     admin[_DASHBOARD_CACHE] = cache
     admin[_LOGOUT] = auth.logout_path

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from cachekit import background
 from cachekit.guard import RateLimitedLog
 from cachekit.key_growth import RECENT_WINDOWS, WINDOW_SECONDS, KeyFigures, WindowCount, key_parts
 from cachekit.key_sketch import HyperLogLog
@@ -258,16 +259,13 @@ class KeyCensus:
         if self.shared is None:
             yield
             return
-        task = asyncio.get_running_loop().create_task(self.flush_every())
-        try:
+        async with background.running(
+            self.flush_every(), name="cachekit-key-census", stop_within=self.timeout + 1.0
+        ):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            if self._early is not None:
-                await self._early
-            await self.flush()  # the last second's keys
+        if self._early is not None:
+            await background.stop(self._early, self.timeout + 1.0)
+        await self.flush()  # the last second's keys
 
     async def handlers(self) -> list[str]:
         """The handlers counted (by every worker, on Redis)."""

@@ -35,6 +35,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from cachekit import background
+
 #: The results a request of a cached handler ends with (`cachekit_requests_total`).
 RESULTS: Final = ("hit", "stale", "revalidated", "miss", "collapsed", "bypass")
 #: Answered from a stored entry without calling the handler: the hit ratio's numerator.
@@ -43,6 +45,8 @@ SERVED_FROM_CACHE: Final = frozenset({"hit", "stale"})
 FIELDS: Final = (*RESULTS, "fills", "fill_seconds")
 SAMPLE_SECONDS: Final = 10.0
 SAMPLES: Final = 90
+#: Seconds shutdown waits, by default, for a sample in progress to end (`background.stop`).
+STOP_SECONDS: Final = 2.0
 #: Handlers kept per snapshot (the most requested); an app with more shows these.
 MAX_HANDLERS: Final = 64
 #: CPython's deque holds its items in linked blocks of 64 slots (8 bytes each, plus links).
@@ -145,8 +149,11 @@ class StatsHistory:
         interval: float = SAMPLE_SECONDS,
         capacity: int = SAMPLES,
         clock: Callable[[], float] = time.time,
+        stop_within: float = STOP_SECONDS,
     ) -> None:
         self.source = source
+        #: Seconds shutdown waits for a sample in progress (a read of Redis) to end.
+        self.stop_within = stop_within
         self.tally = tally
         self.interval = interval
         self.capacity = capacity
@@ -212,13 +219,10 @@ class StatsHistory:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Sample in a background task while the block runs (an app's `cleanup_ctx`)."""
-        task = asyncio.create_task(self.run(), name="cachekit-stats-history")
-        try:
+        async with background.running(
+            self.run(), name="cachekit-stats-history", stop_within=self.stop_within
+        ):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def series(snapshots: Sequence[Snapshot]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+from cachekit import background
 from cachekit.backends.base import SharedWorkers, WorkerReport
 from cachekit.guard import RateLimitedLog
 from cachekit.stats_history import Tally
@@ -219,11 +220,10 @@ class WorkerReporter:
         # Who we are is settled here, in the serving process: an app built before a fork
         # (gunicorn's --preload) would otherwise give every worker the parent's identity.
         self.worker = Worker.this_process()
-        task = asyncio.get_running_loop().create_task(self.run())
-        yield
-        task.cancel()
-        # Bounded: shutting down must not wait on a store that does not answer.
-        await asyncio.wait([task], timeout=self.timeout + 1.0)
+        async with background.running(
+            self.run(), name="cachekit-worker-report", stop_within=self.timeout + 1.0
+        ):
+            yield
         await self.withdraw()
 
     async def withdraw(self) -> None:
