@@ -28,24 +28,42 @@ def pack(encoded: Encoded, body: bytes) -> bytes:
 
 def split(data: bytes, start: int = 0) -> tuple[Encoded, bytes]:
     """The codings and identity body of the body region that begins at `start` of `data`
-    and runs to its end; ValueError when malformed. Read in place: slicing the region out
-    first would copy the whole body once more on every Redis hit."""
+    and runs to its end; ValueError (or `struct.error`, `UnicodeDecodeError`) when
+    malformed. Read in place: slicing the region out first would copy the whole body once
+    more on every Redis hit."""
     (count,) = _COUNT.unpack_from(data, start)
     offset = start + _COUNT.size
+    if count == 1:  # one configured coding, the usual case: no lists, no loops
+        name_len, data_len = _ITEM.unpack_from(data, offset)
+        offset += _ITEM.size
+        name = _name(data[offset : offset + name_len], name_len)
+        offset += name_len
+        end = offset + data_len
+        if end > len(data):
+            raise ValueError("truncated coding data")
+        return ((name, data[offset:end]),), data[end:]
     items = []
     for _ in range(count):
         name_len, data_len = _ITEM.unpack_from(data, offset)
         offset += _ITEM.size
-        name = data[offset : offset + name_len].decode("ascii")
-        if len(name) != name_len or not name:
-            raise ValueError("truncated coding name")
+        items.append((_name(data[offset : offset + name_len], name_len), data_len))
         offset += name_len
-        items.append((name, data_len))
     encoded = []
     for name, data_len in items:
-        coded = data[offset : offset + data_len]
-        if len(coded) != data_len:
+        end = offset + data_len
+        if end > len(data):
             raise ValueError("truncated coding data")
-        encoded.append((name, coded))
-        offset += data_len
+        encoded.append((name, data[offset:end]))
+        offset = end
     return tuple(encoded), data[offset:]
+
+
+def _name(raw: bytes, length: int) -> str:
+    if len(raw) != length or not raw:
+        raise ValueError("truncated coding name")
+    return _KNOWN_NAMES.get(raw) or raw.decode("ascii")
+
+
+#: The codings cachekit writes, by their stored names: each hit reads one of these, and a
+#: dict lookup costs less than decoding the bytes again (other names are decoded).
+_KNOWN_NAMES: Final = {name.encode("ascii"): name for name in ("gzip", "br", "zstd", "deflate")}
