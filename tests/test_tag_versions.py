@@ -152,3 +152,36 @@ def test_an_entry_is_as_stale_as_its_earliest_soft_purged_tag() -> None:
     kept = TagVersions()
     kept.learn(1 << PURGE_BITS, ["t", "u", "v"], [SOFT, current["u"], "e"])
     assert kept.check(tagged, 1 << PURGE_BITS) == 1_700_000_000.0
+
+
+_VERSIONS = st.sampled_from(["a", "b", SOFT, "a~1600000000000~s1", "a~x~s"])
+
+
+@given(
+    st.lists(st.sampled_from("tuvw"), min_size=1, max_size=3, unique=True),
+    st.lists(_VERSIONS, max_size=3),
+    st.dictionaries(st.sampled_from("tuvw"), _VERSIONS),
+)
+def test_check_answers_what_comparing_every_tag_answers(
+    tags: list[str], versions: list[str], kept_versions: dict[str, str]
+) -> None:
+    # `check`'s one-tag shortcut decides exactly as the loop over every tag does.
+    ticket = 3 << PURGE_BITS
+    kept = TagVersions()
+    kept.check(entry((), (), ticket), ticket)  # adopt the ticket
+    kept.learn(ticket, list(kept_versions), list(kept_versions.values()))
+    stored = entry(tuple(tags), tuple(versions[: len(tags)]), ticket)
+    expected: float | None = CURRENT
+    if len(stored.tag_versions) != len(stored.tags):
+        expected = VOID
+    else:
+        for tag, version in zip(stored.tags, stored.tag_versions, strict=True):
+            current = kept_versions.get(tag)
+            if current != version:
+                state = version_state(version, current)
+                if state == VOID:
+                    expected = None
+                    break
+                assert expected is not None
+                expected = min(expected, state)
+    assert kept.check(stored, ticket) == expected

@@ -145,12 +145,14 @@ class TagVersions:
             self._memo.clear()
             self._ticket = ticket
             return None
-        versions = entry.tag_versions
-        if len(versions) != len(entry.tags):
+        versions, tags = entry.tag_versions, entry.tags
+        if len(versions) != len(tags):
             return VOID  # written without versions: it cannot be checked
         get = self._memo.get
+        if len(tags) == 1 and get(tags[0]) == versions[0]:
+            return CURRENT  # the loop's answer for one tag whose version is kept (the usual hit)
         since = CURRENT
-        for tag, version in zip(entry.tags, versions, strict=True):
+        for tag, version in zip(tags, versions, strict=True):
             current = get(tag)
             if current != version:
                 state = version_state(version, current)
