@@ -128,10 +128,24 @@ async def _sent(request: web.Request, response: web.StreamResponse, sink: _Dropp
     await response.write_eof()
 
 
-async def cpu_per_concurrent_hit(redis_url: str | None, spread: bool, send: bool) -> float:
-    """Best CPU µs per hit over rounds of `CONCURRENT` concurrent hits."""
+async def cpu_per_concurrent_hit(
+    redis_url: str | None,
+    spread: bool,
+    send: bool,
+    *,
+    rounds: int = CONCURRENT_ROUNDS,
+    passes: int = ROUNDS,
+    redis_timeout: float = 0.25,
+) -> float:
+    """Best CPU µs per hit over `passes` of `rounds` rounds of `CONCURRENT` concurrent hits
+    (after one unmeasured pass)."""
     app = web.Application()
-    settings = CacheSettings(redis_url=redis_url, namespace="hitpath", invalidate_on_unsafe=False)
+    settings = CacheSettings(
+        redis_url=redis_url,
+        namespace="hitpath",
+        invalidate_on_unsafe=False,
+        redis_timeout=redis_timeout,
+    )
     setup_cache(app, settings)
 
     @cached(ttl=3600, key="items:{match_info[n]}")
@@ -158,14 +172,14 @@ async def cpu_per_concurrent_hit(redis_url: str | None, spread: bool, send: bool
             await item(request)  # fill
         picks = random.Random(7)
         best = float("inf")
-        for measured in (False, *([True] * ROUNDS)):
+        for measured in (False, *([True] * passes)):
             started = time.process_time()
-            for _ in range(CONCURRENT_ROUNDS):
+            for _ in range(rounds):
                 batch = [picks.choice(requests) for _ in range(CONCURRENT)]
                 responses = await asyncio.gather(*(hit(request) for request in batch))
             if measured:
                 spent = time.process_time() - started
-                best = min(best, spent / (CONCURRENT_ROUNDS * CONCURRENT))
+                best = min(best, spent / (rounds * CONCURRENT))
             if any(response.headers.get("X-Cache") != "HIT" for response in responses):
                 raise RuntimeError("a hit was expected")
         return best * 1e6
