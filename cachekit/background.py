@@ -26,6 +26,9 @@ async def running(
     """Run `work` in a task named `name` while the block runs; on leaving it, cancel the
     task and wait at most `stop_within` seconds for it to end (see `stop`)."""
     task = asyncio.get_running_loop().create_task(work, name=name)
+    # Logged when it happens: a periodic job that died would otherwise go unnoticed until
+    # shutdown.
+    task.add_done_callback(_report_failure)
     try:
         yield task
     finally:
@@ -34,13 +37,18 @@ async def running(
 
 async def stop(task: asyncio.Task[Any], within: float) -> bool:
     """Cancel `task` and wait at most `within` seconds; True when it ended. An error it
-    ended with is logged (never raised: stopping is cleanup); a task still running after
-    `within` is left running, with a warning."""
+    ended with is not raised (stopping is cleanup; `running` logs it when it happens); a
+    task still running after `within` is left running, with a warning."""
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=within)
     if not done:
         log.warning("%s did not stop within %.1f s of its cancellation", task.get_name(), within)
         return False
+    if not task.cancelled():
+        task.exception()  # retrieved: asyncio would otherwise warn that nobody did
+    return True
+
+
+def _report_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
         log.error("%s failed: %r", task.get_name(), error, exc_info=error)
-    return True

@@ -259,13 +259,15 @@ class KeyCensus:
         if self.shared is None:
             yield
             return
-        async with background.running(
-            self.flush_every(), name="cachekit-key-census", stop_within=self.timeout + 1.0
-        ):
-            yield
-        if self._early is not None:
-            await background.stop(self._early, self.timeout + 1.0)
-        await self.flush()  # the last second's keys
+        try:
+            async with background.running(
+                self.flush_every(), name="cachekit-key-census", stop_within=self.timeout + 1.0
+            ):
+                yield
+        finally:
+            if self._early is not None:
+                await background.stop(self._early, self.timeout + 1.0)
+            await self.flush()  # the last second's keys
 
     async def handlers(self) -> list[str]:
         """The handlers counted (by every worker, on Redis)."""

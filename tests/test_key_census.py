@@ -243,3 +243,18 @@ async def test_redis_key_names_come_from_the_layout(clock: Clock) -> None:
     # One hash tag per handler, free of the braces a name may hold; all of it expires.
     assert layout.key_window_key("get {x}", window) == f"test:k:{{:get%20%7Bx%7D}}:w:{window}"
     assert all([await client.ttl(name) > 0 for name in names])
+
+
+async def test_the_last_keys_are_sent_when_the_app_stops_even_after_an_error(
+    clock: Clock,
+) -> None:
+    store = RedisStore(fakeredis.FakeAsyncRedis(), NAMESPACE, 2.0)
+    census = KeyCensus(clock, store.key_sketches)
+    with pytest.raises(RuntimeError, match="while serving"):
+        async with census.flushing():
+            census.add("items", key(1), PREFIX)
+            raise RuntimeError("while serving")
+    assert census.stats()["key_census_bytes"] == 0  # flushed on the way out
+    figures = await census.figures("items")
+    assert figures is not None and figures.distinct == 1
+    await store.close()
